@@ -1,0 +1,34 @@
+"""Options of the Kaggle target (a kernel run on Kaggle's own images)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from launcher.spec_base import StrictModel
+
+# Kaggle machine shapes (kernel-metadata `machine_shape`, CLI `--accelerator`). NvidiaTeslaP100
+# is retired: the server silently runs it on T4, so we do not accept it.
+KaggleAccelerator = Literal["NvidiaTeslaT4", "NvidiaL4x4", "NvidiaRtxPro6000", "TpuV5E8"]
+
+
+class KaggleOptions(StrictModel):
+    accelerator: Annotated[
+        KaggleAccelerator,
+        Field(
+            description="Kaggle machine shape: NvidiaTeslaT4 (2x T4 16 GB, the default GPU), "
+            "TpuV5E8, NvidiaL4x4 (some competitions only), NvidiaRtxPro6000 (where offered)."
+        ),
+    ] = "NvidiaTeslaT4"
+    internet: Annotated[
+        bool,
+        Field(description="Give the kernel internet access (needs a phone-verified account)."),
+    ] = True
+    allow_chaining: Annotated[
+        bool,
+        Field(
+            description="When a run outlives Kaggle's session cap (~12 h), start another session "
+            "that resumes from the newest checkpoint."
+        ),
+    ] = True
