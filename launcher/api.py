@@ -1,0 +1,384 @@
+"""The public Python API of `launch`. The CLI is a thin layer over these functions.
+
+Everything takes a `Session`: where the store lives and who hears progress (httpie's injectable
+`Environment`; there is no global state). Functions raise `LaunchError` subclasses only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import LaunchError, RunNotFoundError, SpecProblem
+from launcher.orchestrator import (
+    Orchestrator,
+    Reporter,
+    SilentReporter,
+    StoreLedger,
+    new_run_id,
+    supervisor_alive,
+)
+from launcher.state import FailureReason, RunRecord, RunStatus
+from launcher.store import RunStore, default_home
+from launcher.sync import PullResult
+from launcher.targets import load_target_class
+from launcher.targets.base import LogLine, Phase, Target, TargetStatus
+
+
+@dataclass
+class Session:
+    """Where runs are stored and who is told about progress."""
+
+    home: Path = field(default_factory=default_home)
+    reporter: Reporter = field(default_factory=SilentReporter)
+
+    @cached_property
+    def store(self) -> RunStore:
+        return RunStore(self.home)
+
+    def target(self, name: str) -> Target:
+        cls = load_target_class(name)
+        return cls(home=self.home, notify=self.reporter.note)  # type: ignore[call-arg]
+
+    def orchestrator(self, target: str) -> Orchestrator:
+        return Orchestrator(self.store, self.target(target), self.reporter)
+
+
+def _limits(spec: dict[str, Any]) -> dict[str, Any]:
+    limits = spec.get("limits") or {}
+    hours = limits.get("max_hours")
+    return {
+        "sync_every": float((spec.get("outputs") or {}).get("sync_every") or 300),
+        "time_limit_s": float(hours) * 3600 if hours else None,
+        "grace_s": float(limits.get("grace_seconds") or 30),
+    }
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+
+def run(
+    session: Session,
+    spec_path: Path,
+    *,
+    target: str = "local",
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    output_dir: Path | None = None,
+    detach: bool = False,
+    resume_from: str | None = None,
+) -> RunRecord:
+    """Validate, prepare, submit and (unless `detach`) supervise a run to its end."""
+    from launcher.spec import load_spec
+
+    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    orch = session.orchestrator(target)
+    parent: RunRecord | None = None
+    resume_dir: Path | None = None
+    if resume_from:
+        parent = session.store.resolve(resume_from)
+        resume_dir = Path(parent.output_dir) / "checkpoints"
+        if not resume_dir.is_dir() or not any(resume_dir.iterdir()):
+            raise LaunchError(
+                f"run {parent.id} has no pulled checkpoints in {resume_dir}",
+                hint=f"`launch pull {parent.id}` fetches them if the job wrote any",
+            )
+    run_id = new_run_id(spec.name)
+    out = (output_dir or Path.cwd() / "runs" / run_id).resolve()
+    record = orch.start(
+        spec,
+        run_id=run_id,
+        output_dir=out,
+        resume_checkpoints=resume_dir,
+        parent_id=parent.id if parent else None,
+    )
+    if detach:
+        _spawn_supervisor(session, record.id)
+        return session.store.get(record.id)
+    return orch.supervise(record.id, **_limits(spec.resolved_dict()))
+
+
+def _spawn_supervisor(session: Session, run_id: str) -> None:
+    log_dir = session.home / "supervisors"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{run_id}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launcher", "_supervise", run_id],
+            env=dict(os.environ, LAUNCH_HOME=str(session.home)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    session.store.update(run_id, supervisor_pid=proc.pid)
+
+
+def supervise(session: Session, run_ref: str) -> RunRecord:
+    """Drive a submitted run to its end (the background process of a detached run)."""
+    record = session.store.resolve(run_ref)
+    orch = session.orchestrator(record.target)
+    return orch.supervise(record.id, **_limits(session.store.spec_of(record.id)))
+
+
+# ---- look -----------------------------------------------------------------------------------
+
+
+def list_runs(session: Session, *, limit: int = 50) -> list[RunRecord]:
+    return session.store.list_runs(limit=limit)
+
+
+def status(
+    session: Session, run_ref: str, *, refresh: bool = False
+) -> tuple[RunRecord, TargetStatus | None]:
+    """The stored record; with `refresh`, also one live probe of the target.
+
+    A run whose launcher died and whose job has finished is finished here (pulled, cleaned up),
+    so the store converges on the truth.
+    """
+    record = session.store.resolve(run_ref)
+    if not refresh or record.status.is_terminal() or record.handle is None:
+        return record, None
+    orch = session.orchestrator(record.target)
+    live = orch.target.status(record.handle)
+    if live.finished and not supervisor_alive(record):
+        orch.adopt(record.id)
+        orch.finish(record.id, live)
+        record = session.store.get(record.id)
+    return record, live
+
+
+def logs(session: Session, run_ref: str, *, follow: bool = False) -> Iterator[LogLine]:
+    """The job's log: live from the target while it exists, else from the pulled copy."""
+    from launcher import agent as agent_mod
+
+    record = session.store.resolve(run_ref)
+    pulled = Path(record.output_dir) / agent_mod.LOG_FILE
+    if record.handle is not None and not record.status.is_terminal():
+        yield from session.target(record.target).logs(record.handle, follow=follow)
+        return
+    if not pulled.is_file():
+        raise LaunchError(
+            f"no log for run {record.id} yet",
+            hint=f"`launch pull {record.id}` fetches it" if record.handle else None,
+        )
+    with open(pulled, encoding="utf-8", errors="replace", newline="\n") as f:
+        for raw in f:
+            parsed = agent_mod.parse_log_line(raw.rstrip("\n"))
+            if parsed:
+                yield LogLine(at=parsed[0], stream=parsed[1], text=parsed[2])
+
+
+def pull(
+    session: Session, run_ref: str, *, dest: Path | None = None
+) -> tuple[RunRecord, PullResult]:
+    record = session.store.resolve(run_ref)
+    if record.handle is None:
+        raise LaunchError(f"run {record.id} never started; there is nothing to pull")
+    result = session.target(record.target).pull(record.handle, dest or Path(record.output_dir))
+    return record, result
+
+
+# ---- stop -----------------------------------------------------------------------------------
+
+
+def cancel(session: Session, run_ref: str, *, wait: bool = True) -> RunRecord:
+    """Ask a run to stop (it checkpoints). When its launcher is gone, finish it here."""
+    record = session.store.resolve(run_ref)
+    if record.status.is_terminal():
+        return record
+    orch = session.orchestrator(record.target)
+    if record.handle is None:
+        if supervisor_alive(record):
+            raise LaunchError(
+                f"run {record.id} is still being prepared; try again in a moment",
+            )
+        orch.abandon(record.id, FailureReason.USER_CANCELLED)
+        return session.store.get(record.id)
+    if supervisor_alive(record):
+        orch.target.cancel(record.handle)
+        if wait:
+            _wait_terminal(
+                session, record.id, _limits(session.store.spec_of(record.id))["grace_s"] + 60
+            )
+        return session.store.get(record.id)
+    orch.adopt(record.id)
+    return orch.stop_and_finish(
+        record.id, grace_s=_limits(session.store.spec_of(record.id))["grace_s"]
+    )
+
+
+def _wait_terminal(session: Session, run_id: str, timeout: float) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if session.store.get(run_id).status.is_terminal():
+            return
+        time.sleep(0.5)
+
+
+@dataclass
+class GcAction:
+    kind: str  # "stop-orphan" | "abandon" | "remove-stray" | "release"
+    run_id: str
+    target: str
+    what: str
+    native_id: str = ""
+    resource_kind: str = ""
+
+
+def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAction]:
+    """What `launch gc` would do: runs whose launcher died, and resources nobody owns."""
+    store = session.store
+    actions: list[GcAction] = []
+    for record in store.list_runs(limit=10_000):
+        if record.status.is_terminal():
+            for res in store.resources(run_id=record.id, unreleased_only=True):
+                actions.append(
+                    GcAction(
+                        "release",
+                        record.id,
+                        res.target,
+                        f"free {res.kind} {res.native_id} of finished run",
+                        res.native_id,
+                        res.kind,
+                    )
+                )
+            continue
+        if supervisor_alive(record):
+            continue
+        if record.handle is not None:
+            actions.append(
+                GcAction(
+                    "stop-orphan",
+                    record.id,
+                    record.target,
+                    f"stop run {record.id} (its launcher died), keep its outputs",
+                )
+            )
+        else:
+            actions.append(
+                GcAction(
+                    "abandon",
+                    record.id,
+                    record.target,
+                    f"mark run {record.id} failed (its launcher died before it started)",
+                )
+            )
+    known = {r.id: r for r in store.list_runs(limit=10_000)}
+    claimed = {a.native_id for a in actions}
+    for name in targets:
+        for native_id, run_id, state in session.target(name).labelled():
+            rec = known.get(run_id)
+            if native_id in claimed or (rec is not None and not rec.status.is_terminal()):
+                continue
+            if rec is not None and any(a.run_id == run_id for a in actions):
+                continue
+            actions.append(
+                GcAction(
+                    "remove-stray",
+                    run_id,
+                    name,
+                    f"remove {native_id} ({state}), labelled for run {run_id or '?'}",
+                    native_id,
+                    "container",
+                )
+            )
+    return actions
+
+
+def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
+    """Carry out a gc plan. Returns one line per action done."""
+    done: list[str] = []
+    for action in actions:
+        orch = session.orchestrator(action.target)
+        if action.kind == "stop-orphan":
+            orch.adopt(action.run_id)
+            rec = orch.stop_and_finish(
+                action.run_id,
+                grace_s=_limits(session.store.spec_of(action.run_id))["grace_s"],
+                reason=FailureReason.LAUNCHER_LOST,
+                keep_data=True,
+            )
+            done.append(
+                f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
+            )
+        elif action.kind == "abandon":
+            orch.abandon(action.run_id, FailureReason.LAUNCHER_LOST)
+            done.append(f"marked {action.run_id} failed and freed what it had recorded")
+        else:
+            orch.target.release_resource(action.resource_kind, action.native_id, {})
+            if action.kind == "release":
+                for res in session.store.resources(run_id=action.run_id, unreleased_only=True):
+                    if res.native_id == action.native_id:
+                        StoreLedger(session.store, action.run_id, action.target).release_one(
+                            res.id
+                        )
+            done.append(f"removed {action.native_id}")
+    return done
+
+
+# ---- specs and images -------------------------------------------------------------------------
+
+
+def validate(paths: Sequence[Path]) -> list[SpecProblem]:
+    from launcher.spec import validate_files
+
+    return validate_files(paths)
+
+
+def schema() -> dict[str, Any]:
+    from launcher.spec import json_schema
+
+    return json_schema()
+
+
+def build_image(
+    session: Session,
+    name: str,
+    *,
+    project_root: Path,
+    base_image: str | None = None,
+    force: bool = False,
+) -> Any:
+    from launcher.images import ensure_image
+    from launcher.targets.local.docker_client import DockerClient
+
+    return ensure_image(
+        DockerClient(),
+        project_root,
+        name,
+        base_image=base_image,
+        force=force,
+        on_line=session.reporter.note,
+    )
+
+
+def phase_of(status: TargetStatus | None) -> str:
+    return status.phase.value if status else ""
+
+
+__all__ = [
+    "Session",
+    "run",
+    "supervise",
+    "list_runs",
+    "status",
+    "logs",
+    "pull",
+    "cancel",
+    "plan_gc",
+    "apply_gc",
+    "validate",
+    "schema",
+    "build_image",
+    "RunNotFoundError",
+    "RunStatus",
+    "Phase",
+]

@@ -1,0 +1,366 @@
+"""Drives one run through its lifecycle; the only place that waits.
+
+    start():      PENDING -> PREPARING -> (prepare) -> STARTING -> (submit, handle stored)
+    supervise():  poll -> RUNNING -> stream logs, pull every sync interval -> PULLING
+                  -> final pull -> cleanup -> SUCCEEDED | FAILED | CANCELLED
+
+Targets never wait; this module owns every timeout, and writes each step to the store before it
+moves on, so a launcher killed at any point leaves a record `launch gc` and `launch pull` can
+finish from. Cleanup runs on every path out of `supervise`, Ctrl-C included; a second Ctrl-C
+abandons it and says how to finish by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from launcher.errors import LaunchError, RemoteRunLostError
+from launcher.state import FailureReason, ResourceState, RunHandle, RunRecord, RunStatus
+from launcher.store import RunStore
+from launcher.targets.base import LogLine, Phase, Target, TargetStatus
+
+
+class Reporter(Protocol):
+    """What the orchestrator tells whoever watches (the CLI renders it; tests record it)."""
+
+    def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None: ...
+    def log(self, line: LogLine) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None:
+        return None
+
+    def log(self, line: LogLine) -> None:
+        return None
+
+    def note(self, message: str) -> None:
+        return None
+
+
+@dataclass
+class StoreLedger:
+    """The Ledger targets write resources to, bound to one run."""
+
+    store: RunStore
+    run_id: str
+    target: str
+
+    def intent(self, kind: str, native_id: str, data: Mapping[str, Any] | None = None) -> int:
+        return self.store.record_intent(
+            self.run_id, target=self.target, kind=kind, native_id=native_id, data=dict(data or {})
+        )
+
+    def created(self, ticket: int, native_id: str | None = None) -> None:
+        self.store.mark_resource(ticket, ResourceState.CREATED, native_id=native_id)
+
+    def release_all(self) -> None:
+        for res in self.store.resources(run_id=self.run_id, unreleased_only=True):
+            self.store.mark_resource(res.id, ResourceState.RELEASED)
+
+    def release_one(self, resource_id: int) -> None:
+        self.store.mark_resource(resource_id, ResourceState.RELEASED)
+
+
+def new_run_id(job: str) -> str:
+    return f"{job[:40]}-{secrets.token_hex(3)}"
+
+
+def supervisor_alive(record: RunRecord) -> bool:
+    """Is the launcher that drives this run still alive? (Only answerable on its host.)"""
+    if record.supervisor_pid is None or record.supervisor_host != socket.gethostname():
+        return record.supervisor_pid is not None and record.supervisor_host != socket.gethostname()
+    try:
+        os.kill(record.supervisor_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{record.supervisor_pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+_FINISHED_AS: dict[Phase, tuple[RunStatus, FailureReason | None]] = {
+    Phase.DONE: (RunStatus.SUCCEEDED, None),
+    Phase.FAILED: (RunStatus.FAILED, FailureReason.WORKLOAD_EXITED_NONZERO),
+    Phase.LOST: (RunStatus.FAILED, FailureReason.REMOTE_LOST),
+}
+
+
+def outcome(st: TargetStatus) -> tuple[RunStatus, FailureReason | None]:
+    """How a finished target status ends the run."""
+    if st.phase is Phase.STOPPED:
+        if st.stop_reason == "time_limit":
+            return RunStatus.FAILED, FailureReason.TIMED_OUT
+        return RunStatus.CANCELLED, FailureReason.USER_CANCELLED
+    return _FINISHED_AS[st.phase]
+
+
+@dataclass
+class Orchestrator:
+    store: RunStore
+    target: Target
+    reporter: Reporter = field(default_factory=SilentReporter)
+    poll_s: float = 0.5
+    clock: Callable[[], float] = time.monotonic
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def _move(self, run_id: str, new: RunStatus, message: str = "", **kw: Any) -> RunRecord:
+        before = self.store.get(run_id)
+        after = self.store.transition(
+            run_id, expected=before.status, new=new, message=message, **kw
+        )
+        spent = (after.events[-1].at - before.events[-1].at).total_seconds()
+        self.reporter.phase(new, before.status, spent)
+        return after
+
+    def _fail(self, run_id: str, reason: FailureReason, error: LaunchError) -> None:
+        record = self.store.get(run_id)
+        if not record.status.is_terminal():
+            self._move(run_id, RunStatus.FAILED, error.message, failure_reason=reason)
+
+    # ---- start ------------------------------------------------------------------------------
+
+    def start(
+        self,
+        spec: Any,
+        *,
+        output_dir: Path,
+        run_id: str | None = None,
+        resume_checkpoints: Path | None = None,
+        parent_id: str | None = None,
+    ) -> RunRecord:
+        """Prepare and submit. Returns once the job is started and its handle is stored."""
+        run_id = run_id or new_run_id(spec.name)
+        self.store.create_run(
+            run_id=run_id,
+            job=spec.name,
+            target=self.target.name,
+            spec_digest=spec.digest(),
+            spec_path=str(spec.source_path),
+            spec=spec.resolved_dict(),
+            output_dir=str(output_dir),
+            parent_id=parent_id,
+        )
+        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+        self.reporter.note(f"run {run_id}: {spec.name} on {self.target.name} -> {output_dir}")
+        self._move(run_id, RunStatus.PREPARING)
+        try:
+            prepared = self.target.prepare(spec, run_id, output_dir)
+        except LaunchError as e:
+            self._fail(run_id, FailureReason.PREPARE_FAILED, e)
+            raise
+        if resume_checkpoints is not None:
+            prepared = prepared.model_copy(update={"resume_checkpoints": resume_checkpoints})
+        self._move(run_id, RunStatus.STARTING)
+        ledger = StoreLedger(self.store, run_id, self.target.name)
+        try:
+            handle = self.target.submit(prepared, ledger)
+        except LaunchError as e:
+            # whatever submit recorded before failing must still be freed
+            self._release_recorded(run_id)
+            self._fail(run_id, FailureReason.SUBMIT_FAILED, e)
+            raise
+        self.store.update(
+            run_id, handle=handle, price_per_hour=prepared.data.get("price_per_hour")
+        )
+        return self.store.get(run_id)
+
+    def _release_recorded(self, run_id: str) -> None:
+        """Free every unreleased ledger entry of a run through the target, then mark it."""
+        for res in self.store.resources(run_id=run_id, unreleased_only=True):
+            self.target.release_resource(res.kind, res.native_id, res.data)
+            self.store.mark_resource(res.id, ResourceState.RELEASED)
+
+    # ---- supervise --------------------------------------------------------------------------
+
+    def supervise(
+        self,
+        run_id: str,
+        *,
+        sync_every: float = 300.0,
+        time_limit_s: float | None = None,
+        grace_s: float = 30.0,
+    ) -> RunRecord:
+        """Watch a started run to its end: logs, periodic pulls, final pull, cleanup.
+
+        The agent enforces the job's time limit itself; `time_limit_s` here is the backstop for
+        an agent that cannot (a hung machine): past it plus the grace period, the job is stopped.
+        """
+        record = self.store.get(run_id)
+        assert record.handle is not None, "supervise() needs a submitted run"
+        handle = record.handle
+        output_dir = Path(record.output_dir)
+        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+        backstop = time_limit_s + grace_s + 60 if time_limit_s else None
+        try:
+            try:
+                final = self._watch(run_id, handle, output_dir, sync_every, backstop, grace_s)
+            except KeyboardInterrupt:
+                self.reporter.note(
+                    "Ctrl-C: stopping the job (it saves a checkpoint first); "
+                    "press Ctrl-C again to abandon cleanup"
+                )
+                self.target.cancel(handle)
+                final = self._watch(run_id, handle, output_dir, sync_every, 0.0, grace_s)
+            self._finish(run_id, handle, output_dir, final)
+        except KeyboardInterrupt:
+            self.reporter.note(
+                f"cleanup abandoned. The job may still hold resources: run `launch gc` to stop "
+                f"and free them, then `launch pull {run_id}` to fetch its outputs."
+            )
+            raise
+        except LaunchError as e:
+            self._salvage(run_id, handle, output_dir, e)
+            raise
+        return self.store.get(run_id)
+
+    def _watch(
+        self,
+        run_id: str,
+        handle: RunHandle,
+        output_dir: Path,
+        sync_every: float,
+        stop_after: float | None,
+        grace_s: float,
+    ) -> TargetStatus:
+        """Poll until the target reports the run finished. Past `stop_after` seconds, ask the
+        job to stop; `grace_s` + 30 s after that, kill it."""
+        cursor = 0
+        started = last_sync = self.clock()
+        stop_sent_at: float | None = None
+        killed = False
+        polls = 0
+        while True:
+            st = self.target.status(handle)
+            lines, cursor = self.target.read_logs(handle, cursor)
+            for line in lines:
+                self.reporter.log(line)
+            started_now = st.phase is Phase.RUNNING or (st.finished and st.phase is not Phase.LOST)
+            if started_now and self.store.get(run_id).status is RunStatus.STARTING:
+                # a job quicker than one poll still ran: record it, or reports lose the phase
+                self._move(run_id, RunStatus.RUNNING)
+            if st.finished:
+                more, cursor = self.target.read_logs(handle, cursor)
+                for line in more:
+                    self.reporter.log(line)
+                return st
+            now = self.clock()
+            if now - last_sync >= sync_every:
+                self.target.pull(handle, output_dir)
+                last_sync = now
+            if stop_after is not None and stop_sent_at is None and now - started >= stop_after:
+                if stop_after > 0:
+                    self.reporter.note("the job outlived its time limit; stopping it")
+                    self.target.cancel(handle)
+                stop_sent_at = now
+            if stop_sent_at is not None and not killed and now - stop_sent_at > grace_s + 30:
+                self.reporter.note("the job did not stop within its grace period; killing it")
+                self.target.kill(handle)
+                killed = True
+            # poll fast at first (short jobs, quick failures), then back off to poll_s
+            time.sleep(min(self.poll_s, 0.05 * 1.5**polls))
+            polls += 1
+
+    # ---- taking over a run whose launcher is gone --------------------------------------------
+
+    def adopt(self, run_id: str) -> None:
+        """This process now drives the run (after its launcher died)."""
+        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+
+    def finish(self, run_id: str, st: TargetStatus) -> RunRecord:
+        """End a run whose job has finished: final pull, cleanup, terminal status."""
+        record = self.store.get(run_id)
+        assert record.handle is not None
+        self._finish(run_id, record.handle, Path(record.output_dir), st)
+        return self.store.get(run_id)
+
+    def stop_and_finish(
+        self,
+        run_id: str,
+        *,
+        grace_s: float,
+        reason: FailureReason | None = None,
+        keep_data: bool = False,
+    ) -> RunRecord:
+        """Stop a running job (it checkpoints), then pull, clean up and end the run."""
+        record = self.store.get(run_id)
+        assert record.handle is not None
+        output_dir = Path(record.output_dir)
+        self.target.cancel(record.handle)
+        st = self._watch(run_id, record.handle, output_dir, float("inf"), 0.0, grace_s)
+        self._finish(run_id, record.handle, output_dir, st, reason=reason, keep_data=keep_data)
+        return self.store.get(run_id)
+
+    def abandon(self, run_id: str, reason: FailureReason) -> RunRecord:
+        """End a run that never got a handle: free whatever its ledger recorded."""
+        self._release_recorded(run_id)
+        status = (
+            RunStatus.CANCELLED if reason is FailureReason.USER_CANCELLED else RunStatus.FAILED
+        )
+        return self._move(run_id, status, "ended before its job started", failure_reason=reason)
+
+    def _finish(
+        self,
+        run_id: str,
+        handle: RunHandle,
+        output_dir: Path,
+        st: TargetStatus,
+        *,
+        reason: FailureReason | None = None,
+        keep_data: bool = False,
+    ) -> None:
+        status, natural = outcome(st)
+        reason = reason if reason is not None and status is not RunStatus.SUCCEEDED else natural
+        record = self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
+        try:
+            result = self.target.pull(handle, output_dir)
+        except LaunchError as e:
+            self.target.cleanup(handle, keep_data=True)
+            StoreLedger(self.store, run_id, self.target.name).release_all()
+            self._move(
+                run_id,
+                RunStatus.FAILED,
+                f"pull failed: {e.message}",
+                failure_reason=FailureReason.PULL_FAILED,
+            )
+            raise
+        complete = not result.changed_during_copy
+        keep = keep_data or not complete or status is not RunStatus.SUCCEEDED
+        self.target.cleanup(handle, keep_data=keep)
+        StoreLedger(self.store, run_id, self.target.name).release_all()
+        message = st.message if status is not RunStatus.SUCCEEDED else ""
+        if st.phase is Phase.LOST:
+            message = str(RemoteRunLostError(st.message or "the job vanished"))
+        self.store.update(run_id, cost_usd=self._cost(record))
+        self._move(run_id, status, message, failure_reason=reason)
+
+    def _cost(self, record: RunRecord) -> Any:
+        if record.price_per_hour is None:
+            return None
+        hours = sum(s for _, s in record.phase_durations()) / 3600
+        return record.price_per_hour * type(record.price_per_hour)(str(round(hours, 6)))
+
+    def _salvage(
+        self, run_id: str, handle: RunHandle, output_dir: Path, error: LaunchError
+    ) -> None:
+        """Something broke while watching: free what is billed, keep what is not pulled."""
+        try:
+            self.target.cancel(handle)
+            self.target.pull(handle, output_dir)
+        except LaunchError:
+            pass
+        try:
+            self.target.cleanup(handle, keep_data=True)
+            StoreLedger(self.store, run_id, self.target.name).release_all()
+        finally:
+            self._fail(run_id, FailureReason.REMOTE_LOST, error)

@@ -1,0 +1,212 @@
+"""Edge paths of the orchestrator with a scripted target (the happy paths run for real in
+tests/integration). Each test checks what a user could lose: a resource left billed, a run
+recorded wrongly, cleanup skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import pytest
+
+from launcher.errors import SubmitError, TargetError
+from launcher.orchestrator import Orchestrator
+from launcher.state import FailureReason, RunHandle, RunStatus
+from launcher.store import RunStore
+from launcher.sync import PullResult
+from launcher.targets.base import (
+    CheckResult,
+    Ledger,
+    LogLine,
+    Phase,
+    Prepared,
+    Target,
+    TargetStatus,
+)
+
+
+class ScriptedTarget(Target):
+    name: ClassVar[str] = "scripted"
+
+    def __init__(self, phases: list[Phase | BaseException], tmp: Path) -> None:
+        self.phases: Iterator[Phase | BaseException] = iter(phases)
+        self.tmp = tmp
+        self.calls: list[str] = []
+        self.released: list[str] = []
+        self.fail_submit_after_intent = False
+        self.fail_pull = False
+        self.last = Phase.STARTING
+
+    @classmethod
+    def check(cls) -> CheckResult:
+        return CheckResult(ok=True)
+
+    def prepare(self, spec: Any, run_id: str, workdir: Path) -> Prepared:
+        self.calls.append("prepare")
+        return Prepared(run_id=run_id, bundle_path=self.tmp / "b.tgz", bundle_digest="x")
+
+    def submit(self, prepared: Prepared, ledger: Ledger) -> RunHandle:
+        self.calls.append("submit")
+        ticket = ledger.intent("box", f"box-{prepared.run_id}")
+        if self.fail_submit_after_intent:
+            raise SubmitError("the platform refused")
+        ledger.created(ticket)
+        return RunHandle(target=self.name, run_id=prepared.run_id)
+
+    def status(self, handle: RunHandle) -> TargetStatus:
+        nxt = next(self.phases, self.last)
+        if isinstance(nxt, BaseException):
+            raise nxt
+        self.last = nxt
+        return TargetStatus(
+            phase=nxt,
+            exit_code=0 if nxt is Phase.DONE else None,
+            stop_reason="signal" if nxt is Phase.STOPPED else None,
+        )
+
+    def read_logs(self, handle: RunHandle, cursor: int) -> tuple[list[LogLine], int]:
+        return [], cursor
+
+    def pull(self, handle: RunHandle, dest: Path) -> PullResult:
+        self.calls.append("pull")
+        if self.fail_pull:
+            raise TargetError("connection reset while pulling")
+        return PullResult(copied=[], skipped_unchanged=0, bytes_copied=0, changed_during_copy=[])
+
+    def cancel(self, handle: RunHandle) -> None:
+        self.calls.append("cancel")
+
+    def kill(self, handle: RunHandle) -> None:
+        self.calls.append("kill")
+        self.phases = iter([Phase.STOPPED])
+
+    def cleanup(self, handle: RunHandle, *, keep_data: bool = False) -> None:
+        self.calls.append(f"cleanup(keep_data={keep_data})")
+
+    def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
+        self.released.append(native_id)
+
+
+SPEC = SimpleNamespace(
+    name="job",
+    source_path=Path("jobs/job.yaml"),
+    digest=lambda: "d" * 64,
+    resolved_dict=lambda: {"name": "job"},
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 5.0
+        return self.t
+
+
+def _orch(launch_home: Path, target: ScriptedTarget) -> Orchestrator:
+    return Orchestrator(RunStore(launch_home), target, poll_s=0, clock=FakeClock())
+
+
+def test_submit_failing_after_recording_releases_what_it_recorded(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([], tmp_path)
+    target.fail_submit_after_intent = True
+    orch = _orch(launch_home, target)
+    with pytest.raises(SubmitError):
+        orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-1")
+    rec = orch.store.get("job-1")
+    assert rec.status is RunStatus.FAILED and rec.failure_reason is FailureReason.SUBMIT_FAILED
+    assert target.released == ["box-job-1"]
+    assert orch.store.resources(unreleased_only=True) == []
+
+
+def test_happy_path_pulls_then_cleans_up_then_succeeds(launch_home: Path, tmp_path: Path) -> None:
+    target = ScriptedTarget([Phase.STARTING, Phase.RUNNING, Phase.RUNNING, Phase.DONE], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-2")
+    rec = orch.supervise("job-2", sync_every=1e9)
+    assert rec.status is RunStatus.SUCCEEDED
+    assert [e.status for e in rec.events][-4:] == [
+        RunStatus.STARTING,
+        RunStatus.RUNNING,
+        RunStatus.PULLING,
+        RunStatus.SUCCEEDED,
+    ]
+    assert target.calls[-2:] == ["pull", "cleanup(keep_data=False)"]
+    assert orch.store.resources(unreleased_only=True) == []
+
+
+def test_a_failed_final_pull_still_frees_the_machine_but_keeps_its_data(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([Phase.RUNNING, Phase.DONE], tmp_path)
+    target.fail_pull = True
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-3")
+    with pytest.raises(TargetError):
+        orch.supervise("job-3", sync_every=1e9)
+    rec = orch.store.get("job-3")
+    assert rec.status is RunStatus.FAILED and rec.failure_reason is FailureReason.PULL_FAILED
+    assert "cleanup(keep_data=True)" in target.calls
+    assert orch.store.resources(unreleased_only=True) == []
+
+
+def test_a_platform_error_while_watching_salvages_then_records(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([Phase.RUNNING, TargetError("503 from the platform")], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-4")
+    with pytest.raises(TargetError):
+        orch.supervise("job-4", sync_every=1e9)
+    assert target.calls[-3:] == ["cancel", "pull", "cleanup(keep_data=True)"]
+    assert orch.store.get("job-4").status is RunStatus.FAILED
+
+
+def test_ctrl_c_cancels_waits_for_the_checkpoint_pulls_and_cleans_up(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget(
+        [Phase.RUNNING, KeyboardInterrupt(), Phase.RUNNING, Phase.STOPPED], tmp_path
+    )
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-5")
+    rec = orch.supervise("job-5", sync_every=1e9)
+    assert rec.status is RunStatus.CANCELLED and rec.failure_reason is FailureReason.USER_CANCELLED
+    i = target.calls.index("cancel")
+    assert target.calls[i + 1 :] == ["pull", "cleanup(keep_data=True)"]
+
+
+def test_second_ctrl_c_abandons_cleanup_and_leaves_the_ledger_for_gc(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([Phase.RUNNING, KeyboardInterrupt(), KeyboardInterrupt()], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-6")
+    with pytest.raises(KeyboardInterrupt):
+        orch.supervise("job-6", sync_every=1e9)
+    assert not any(c.startswith("cleanup") for c in target.calls)
+    assert [r.native_id for r in orch.store.resources(unreleased_only=True)] == ["box-job-6"]
+
+
+def test_a_job_that_ignores_cancel_is_killed_after_its_grace(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([Phase.RUNNING], tmp_path)  # RUNNING forever until killed
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-7")
+    rec = orch.stop_and_finish("job-7", grace_s=10)
+    assert "kill" in target.calls
+    assert rec.status is RunStatus.CANCELLED
+
+
+def test_periodic_pulls_happen_on_the_sync_interval(launch_home: Path, tmp_path: Path) -> None:
+    target = ScriptedTarget([Phase.RUNNING] * 6 + [Phase.DONE], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-8")
+    orch.supervise("job-8", sync_every=9)  # the fake clock moves 5 s per read
+    assert target.calls.count("pull") >= 3  # in-run syncs plus the final pull
