@@ -1,0 +1,285 @@
+"""The `launch` command: parse -> api call -> render. Nothing else lives here.
+
+Start-up cost matters (`launch --help` must stay instant), so this module imports only click and
+the error tree; pydantic, rich, docker and the targets load inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from launcher.errors import ExitStatus, LaunchError
+
+if TYPE_CHECKING:
+    from launcher.api import Session
+    from launcher.state import RunRecord
+
+
+def _session(json_out: bool = False) -> Session:
+    from launcher.api import Session
+    from launcher.render import ConsoleReporter
+
+    return Session(reporter=ConsoleReporter(quiet=json_out))
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _record_json(record: RunRecord) -> dict[str, Any]:
+    data = record.model_dump(mode="json")
+    data["phases"] = [
+        {"status": s.value, "seconds": round(sec, 3)} for s, sec in record.phase_durations()
+    ]
+    return data
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="launch", prog_name="launch")
+def cli(debug: bool) -> None:
+    """One job spec, any GPU: run a job on local docker, Vast.ai, Kaggle or Colab.
+
+    \b
+    launch run jobs/hello.yaml              run the demo job here, stream logs, pull outputs
+    launch ls                               recent runs
+    launch logs -f RUN                      follow a run's log
+    launch gc                               stop and free what dead launchers left behind
+    """
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="local", show_default=True, help="Where to run.")
+@click.option("--profile", "-p", help="Apply a named profile from the spec (e.g. smoke).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder [default: runs/<id>].")
+@click.option(
+    "--detach", "-d", is_flag=True, help="Start, then return; a background process follows it."
+)
+@click.option("--resume-from", metavar="RUN", help="Start from the newest checkpoint of RUN.")
+@click.option("--json", "json_out", is_flag=True, help="Print the final record as JSON.")
+def run(
+    spec: Path,
+    target: str,
+    profile: str | None,
+    overrides: tuple[str, ...],
+    out: Path | None,
+    detach: bool,
+    resume_from: str | None,
+    json_out: bool,
+) -> None:
+    """Run a job: validate, build, start, stream logs, pull outputs, clean up."""
+    from launcher import api
+    from launcher.errors import RunCancelledError, RunFailedError
+    from launcher.render import final_summary
+    from launcher.state import RunStatus
+
+    session = _session(json_out)
+    record = api.run(
+        session,
+        spec,
+        target=target,
+        profile=profile,
+        overrides=overrides,
+        output_dir=out,
+        detach=detach,
+        resume_from=resume_from,
+    )
+    if json_out:
+        _emit_json(_record_json(record))
+    elif detach:
+        click.echo(f"started {record.id}; follow it with `launch logs -f {record.id}`")
+    else:
+        final_summary(record)
+    if record.status.is_failed():
+        raise RunFailedError(f"run {record.id} failed: {record.message or record.failure_reason}")
+    if record.status is RunStatus.CANCELLED:
+        raise RunCancelledError(f"run {record.id} was cancelled; its checkpoints were pulled")
+
+
+@cli.command("ls")
+@click.option("--limit", "-n", default=20, show_default=True)
+@click.option("--json", "json_out", is_flag=True)
+def ls_(limit: int, json_out: bool) -> None:
+    """List recent runs."""
+    from launcher import api
+    from launcher.render import runs_table
+
+    records = api.list_runs(_session(json_out), limit=limit)
+    if json_out:
+        _emit_json([_record_json(r) for r in records])
+    else:
+        runs_table(records)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", default="last")
+@click.option("--refresh", is_flag=True, help="Probe the target; finish runs whose launcher died.")
+@click.option("--json", "json_out", is_flag=True)
+def status(run_ref: str, refresh: bool, json_out: bool) -> None:
+    """Show one run (default: the newest)."""
+    from launcher import api
+    from launcher.render import run_details
+
+    record, live = api.status(_session(json_out), run_ref, refresh=refresh)
+    if json_out:
+        data = _record_json(record)
+        data["live"] = live.model_dump(mode="json") if live else None
+        _emit_json(data)
+    else:
+        run_details(record, live)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", default="last")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
+def logs(run_ref: str, follow: bool, timestamps: bool) -> None:
+    """Print a run's log (live while it runs, else the pulled copy)."""
+    from launcher import api
+
+    for line in api.logs(_session(), run_ref, follow=follow):
+        text = f"{line.at} {line.text}" if timestamps else line.text
+        click.echo(text, err=line.stream == "err")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", default="last")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder [default: the run folder].")
+@click.option("--json", "json_out", is_flag=True)
+def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
+    """Fetch a run's outputs, checkpoints and logs (incremental, verified)."""
+    from launcher import api
+
+    record, result = api.pull(_session(json_out), run_ref, dest=out)
+    if json_out:
+        _emit_json(result.model_dump(mode="json"))
+        return
+    dest = out or record.output_dir
+    click.echo(
+        f"{len(result.copied)} file(s) pulled ({result.bytes_copied} bytes), "
+        f"{result.skipped_unchanged} unchanged -> {dest}"
+    )
+    for path in result.changed_during_copy:
+        click.echo(f"  still being written, pull again later: {path}")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--no-wait", is_flag=True, help="Ask it to stop and return at once.")
+def cancel(run_ref: str, no_wait: bool) -> None:
+    """Stop a run; the job saves a checkpoint first."""
+    from launcher import api
+
+    record = api.cancel(_session(), run_ref, wait=not no_wait)
+    click.echo(f"{record.id}: {record.status.value}")
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
+@click.option("--target", "targets", multiple=True, default=("local",), show_default=True)
+def gc(yes: bool, targets: tuple[str, ...]) -> None:
+    """Stop runs whose launcher died and free resources nobody owns."""
+    from launcher import api
+
+    session = _session()
+    actions = api.plan_gc(session, targets)
+    if not actions:
+        click.echo("nothing to clean up")
+        return
+    for action in actions:
+        click.echo(f"  {action.what}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise LaunchError("gc needs confirmation", hint="run again with --yes")
+        click.confirm("do it?", abort=True)
+    for line in api.apply_gc(session, actions):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check job specs; one line per problem."""
+    from launcher import api
+    from launcher.errors import SpecError
+
+    problems = api.validate(list(files))
+    if problems:
+        raise SpecError(problems)
+    click.echo(f"{len(files)} spec(s) OK")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the job spec's JSON Schema (for editors)."""
+    from launcher import api
+
+    _emit_json(api.schema())
+
+
+@cli.group()
+def image() -> None:
+    """Build job images."""
+
+
+@image.command("build")
+@click.argument("name")
+@click.option("--base-image", help="BASE_IMAGE build argument [default: $LAUNCH_BASE_IMAGE].")
+@click.option("--force", is_flag=True, help="Build even when this content was built before.")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("."), show_default=True)
+def image_build(name: str, base_image: str | None, force: bool, root: Path) -> None:
+    """Build images/NAME, tagged by its content hash; skipped when unchanged."""
+    from launcher import api
+
+    ref = api.build_image(
+        _session(), name, project_root=root.resolve(), base_image=base_image, force=force
+    )
+    verb = "built" if ref.built else "up to date:"
+    click.echo(f"{verb} {ref.tag} ({ref.seconds:.1f}s)")
+
+
+@cli.command("_supervise", hidden=True)
+@click.argument("run_ref")
+def supervise_(run_ref: str) -> None:
+    """Follow a detached run to its end (started by `launch run --detach`)."""
+    from launcher import api
+
+    api.supervise(_session(), run_ref)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: the one place errors become messages and exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="launch", standalone_mode=False)
+    except LaunchError as e:
+        if debug:
+            raise
+        click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+        click.echo(e.render(), err=True)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        sys.exit(ExitStatus.INTERRUPTED)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception:
+        if debug:
+            raise
+        import traceback
+
+        last = traceback.format_exc().strip().splitlines()[-1]
+        click.echo(f"internal error: {last}\n  rerun with --debug for the traceback", err=True)
+        sys.exit(ExitStatus.BUG)
+    sys.exit(ExitStatus.OK)

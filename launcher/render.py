@@ -1,0 +1,145 @@
+"""How runs look in a terminal. Imported only by CLI commands that print (rich is not cheap)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from launcher.state import RunRecord, RunStatus, utcnow
+from launcher.targets.base import LogLine, TargetStatus
+
+_STYLE = {
+    RunStatus.SUCCEEDED: "green",
+    RunStatus.FAILED: "red",
+    RunStatus.CANCELLED: "yellow",
+    RunStatus.PREEMPTED: "yellow",
+}
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class ConsoleReporter:
+    """Phases as one line each with their duration, a spinner for the current phase on a TTY,
+    and the job's log lines streamed in between. Progress goes to stderr, so stdout stays for
+    the job's own output and `--json`."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.err = _console(stderr=True)
+        self.out = _console()
+        self._status: Any = None
+
+    def _spin(self, text: str) -> None:
+        if self.quiet or not self.err.is_terminal:
+            return
+        if self._status is None:
+            self._status = self.err.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None:
+        if self.quiet:
+            return
+        if previous is not RunStatus.PENDING:
+            self.err.print(f"[green]✓[/] {previous.value:<12} [dim]{seconds:6.1f}s[/]")
+        if status.is_terminal():
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return
+        self._spin(f"{status.value}…")
+
+    def log(self, line: LogLine) -> None:
+        if self.quiet:
+            return
+        if line.stream == "agent":
+            self.err.print(f"[dim]agent: {escape(line.text)}[/]")
+        elif line.stream == "err":
+            self.err.print(escape(line.text), style="")
+        else:
+            self.out.print(escape(line.text))
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[cyan]›[/] {escape(message)}")
+
+
+def _ago(at: datetime) -> str:
+    secs = (utcnow() - at).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f}{unit} ago"
+    return f"{secs:.0f}s ago"
+
+
+def _total(record: RunRecord) -> float:
+    return sum(s for _, s in record.phase_durations())
+
+
+def final_summary(record: RunRecord) -> None:
+    con = _console(stderr=True)
+    style = _STYLE.get(record.status, "")
+    con.print(
+        f"[{style} bold]{record.status.value}[/] {record.id} in {_total(record):.1f}s"
+        + (f" — {escape(record.message)}" if record.message else "")
+    )
+    con.print(f"outputs: {record.output_dir}")
+    if record.status in (RunStatus.CANCELLED, RunStatus.FAILED):
+        con.print(f"resume with: launch run {record.spec_path} --resume-from {record.id}")
+
+
+def runs_table(records: list[RunRecord]) -> None:
+    table = Table(box=None, header_style="bold")
+    for col in ("RUN", "JOB", "TARGET", "STATUS", "STARTED", "TIME", "COST"):
+        table.add_column(col)
+    for r in records:
+        style = _STYLE.get(r.status, "")
+        cost = f"${r.cost_usd:.2f}" if r.cost_usd is not None else "-"
+        table.add_row(
+            r.id,
+            r.job,
+            r.target,
+            f"[{style}]{r.status.value}[/]" if style else r.status.value,
+            _ago(r.created_at),
+            f"{_total(r):.0f}s",
+            cost,
+        )
+    if not records:
+        _console().print("no runs yet; try `launch run jobs/hello.yaml`")
+        return
+    _console().print(table)
+
+
+def run_details(record: RunRecord, live: TargetStatus | None) -> None:
+    con = _console()
+    style = _STYLE.get(record.status, "")
+    con.print(
+        f"[bold]{record.id}[/]  {record.job} on {record.target}: [{style}]{record.status.value}[/]"
+    )
+    if record.message:
+        con.print(f"  {escape(record.message)}")
+    if record.failure_reason:
+        con.print(f"  reason: {record.failure_reason.value}")
+    if record.exit_code is not None:
+        con.print(f"  exit code: {record.exit_code}")
+    con.print(f"  outputs: {record.output_dir}")
+    for status, seconds in record.phase_durations():
+        con.print(f"  {status.value:<12} {seconds:8.1f}s")
+    if live is not None:
+        con.print(f"  live: {live.phase.value} {escape(live.message)}")
+        if live.last_checkpoint:
+            con.print(f"  last checkpoint: {live.last_checkpoint}")
+        if live.last_metrics:
+            con.print(f"  last metrics: {live.last_metrics}")
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,84 @@
+"""Shared fixtures. Every test gets its own LAUNCH_HOME; nothing touches the user's store.
+
+Docker tests never skip silently: when no engine answers, the fixture runs
+scripts/ensure-docker.sh (which installs and starts one where it can) and fails with what to do
+when that is not possible. The local base image is built the same way (no registry is reachable).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def launch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("launch-home")
+    monkeypatch.setenv("LAUNCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """A docker engine that answers; started by scripts/ensure-docker.sh when needed."""
+    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "ensure-docker.sh")], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            "these tests need a docker engine and scripts/ensure-docker.sh could not start one:\n"
+            + proc.stderr
+            + "\nstart dockerd (or run the tests as root on Debian so the script can install it)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_engine: None) -> str:
+    """The local base image tag (debootstrap + docker import; built once per machine)."""
+    tag = os.environ.get("LAUNCH_TEST_BASE_IMAGE")
+    if (
+        tag
+        and subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode
+        == 0
+    ):
+        return tag
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "build-base-image.sh")], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"could not build the local base image:\n{proc.stderr[-3000:]}", pytrace=False)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def docker_env(base_image: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Environment for tests that build job images: BASE_IMAGE is the local base."""
+    monkeypatch.setenv("LAUNCH_BASE_IMAGE", base_image)
+    return base_image
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the repo's jobs/, workloads/ and images/, to run jobs from without touching
+    the repo (run folders land in the copy)."""
+    import shutil
+
+    dest = tmp_path / "project"
+    for part in ("jobs", "workloads", "images"):
+        shutil.copytree(REPO / part, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    yield dest
+
+
+def launch_cmd() -> list[str]:
+    """The real CLI, as a user runs it."""
+    return [sys.executable, "-m", "launcher"]

@@ -1,0 +1,318 @@
+"""`launch run` end to end on the local target, through the real CLI, on both runtimes.
+
+docker: a real engine, the hello image built on the local base. process: a real subprocess in a
+virtualenv. The launcher is a real subprocess too, so it can be killed -9 and interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import launch_cmd
+
+RUNTIMES = ["docker", "process"]
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    if request.param == "docker":
+        request.getfixturevalue("docker_env")
+    return str(request.param)
+
+
+def launch(project: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*launch_cmd(), *args], cwd=project, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start_launch(project: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*launch_cmd(), *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def record(project: Path, run: str = "last") -> dict:  # type: ignore[type-arg]
+    proc = launch(project, "status", run, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def epochs(metrics: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in metrics.read_text().splitlines() if line.strip()]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def containers_for(run_id: str) -> list[str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label=launch.run_id={run_id}",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+def workspace(launch_home: Path, run_id: str) -> Path:
+    return launch_home / "work" / run_id
+
+
+def test_demo_job_end_to_end(project: Path, runtime: str, launch_home: Path) -> None:
+    proc = launch(
+        project,
+        "run",
+        "jobs/hello.yaml",
+        "--profile",
+        "smoke",
+        "--set",
+        f"targets.local.runtime={runtime}",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    rec = record(project)
+    assert rec["status"] == "succeeded" and rec["exit_code"] == 0
+    phases = [p["status"] for p in rec["phases"]]
+    assert phases[:2] == ["pending", "preparing"] and phases[-1] == "pulling"
+    assert "running" in phases
+    out = Path(rec["output_dir"])
+    assert out.parent == project / "runs"
+    assert epochs(out / "outputs" / "metrics.jsonl") == [1, 2, 3]
+    assert json.loads((out / "outputs" / "summary.json").read_text())["epochs_done"] == 3
+    assert sorted(p.name for p in (out / "checkpoints").iterdir())
+    log = (out / "logs" / "job.log").read_text()
+    assert "epoch 3/3" in log
+    # the job's log lines were streamed to the terminal while it ran
+    assert "epoch 1/3" in proc.stdout
+    # phase lines with durations
+    assert "preparing" in proc.stderr and "s" in proc.stderr
+    # nothing left behind: no container, no workspace, every resource released
+    assert not workspace(launch_home, rec["id"]).exists()
+    if runtime == "docker":
+        assert containers_for(rec["id"]) == []
+
+
+def test_failing_job_is_recorded_truthfully_and_cleaned_up(
+    project: Path, runtime: str, launch_home: Path
+) -> None:
+    proc = launch(
+        project,
+        "run",
+        "jobs/hello.yaml",
+        "--set",
+        "run=python3 -m hello.train --epochs 5 --fail-at-epoch 2",
+        "--set",
+        f"targets.local.runtime={runtime}",
+    )
+    assert proc.returncode == 6, proc.stderr
+    assert "failed" in proc.stderr and "Traceback" not in proc.stderr
+    rec = record(project)
+    assert rec["status"] == "failed"
+    assert rec["failure_reason"] == "workload_exited_nonzero"
+    assert rec["exit_code"] == 3
+    # the log of a failed run is pulled too: that is where the reason is
+    assert (Path(rec["output_dir"]) / "logs" / "job.log").is_file()
+    if runtime == "docker":
+        assert containers_for(rec["id"]) == []
+
+
+def _slow_run(project: Path, runtime: str, epochs_n: int = 40) -> subprocess.Popen[str]:
+    return start_launch(
+        project,
+        "run",
+        "jobs/hello.yaml",
+        "--set",
+        f"run=python3 -m hello.train --epochs {epochs_n} --epoch-seconds 0.4",
+        "--set",
+        f"targets.local.runtime={runtime}",
+        "--set",
+        "limits.grace_seconds=10",
+    )
+
+
+def _current_run_id(project: Path) -> str:
+    wait_for(lambda: launch(project, "status", "--json").returncode == 0, 60, "the run record")
+    return record(project)["id"]
+
+
+def _wait_checkpoints(launch_home: Path, run_id: str, n: int) -> None:
+    ck = workspace(launch_home, run_id) / "checkpoints"
+    wait_for(
+        lambda: ck.is_dir() and len([p for p in ck.iterdir() if not p.name.startswith(".")]) >= n,
+        120,
+        f"{n} checkpoints in {ck}",
+    )
+
+
+def test_kill_9_then_gc_removes_the_orphan_and_pull_gets_every_checkpoint(
+    project: Path, runtime: str, launch_home: Path
+) -> None:
+    launcher = _slow_run(project, runtime)
+    run_id = _current_run_id(project)
+    _wait_checkpoints(launch_home, run_id, 2)
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait(10)
+    if runtime == "docker":
+        assert containers_for(run_id), "the job should outlive its launcher"
+
+    proc = launch(project, "gc", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert run_id in proc.stdout
+    rec = record(project, run_id)
+    assert rec["status"] == "cancelled" and rec["failure_reason"] == "launcher_lost"
+    if runtime == "docker":
+        assert containers_for(run_id) == []
+    # a second gc finds nothing: everything recorded was released
+    assert "nothing to clean up" in launch(project, "gc", "--yes").stdout
+
+    proc = launch(project, "pull", run_id)
+    assert proc.returncode == 0, proc.stderr
+    ws_ckpts = workspace(launch_home, run_id) / "checkpoints"
+    pulled = Path(rec["output_dir"]) / "checkpoints"
+    written = [p for p in ws_ckpts.iterdir() if not p.name.startswith(".")]
+    assert written, "the job wrote checkpoints"
+    for ck in written:
+        assert sha(pulled / ck.name) == sha(ck), ck.name
+
+
+def test_cancel_leaves_a_resumable_checkpoint_and_resume_continues(
+    project: Path, runtime: str, launch_home: Path
+) -> None:
+    total = 12
+    launcher = _slow_run(project, runtime, total)
+    run_id = _current_run_id(project)
+    _wait_checkpoints(launch_home, run_id, 3)
+    proc = launch(project, "cancel", run_id)
+    assert proc.returncode == 0, proc.stderr
+    launcher.wait(60)
+    assert launcher.returncode == 130, launcher.stderr.read() if launcher.stderr else ""
+    first = record(project, run_id)
+    assert first["status"] == "cancelled" and first["failure_reason"] == "user_cancelled"
+    done_first = epochs(Path(first["output_dir"]) / "outputs" / "metrics.jsonl")
+    assert 3 <= len(done_first) < total
+    assert (
+        "checkpoint saved on SIGTERM"
+        in (Path(first["output_dir"]) / "logs" / "job.log").read_text()
+    )
+
+    proc = launch(
+        project,
+        "run",
+        "jobs/hello.yaml",
+        "--resume-from",
+        run_id,
+        "--set",
+        f"run=python3 -m hello.train --epochs {total}",
+        "--set",
+        f"targets.local.runtime={runtime}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    second = record(project)
+    assert second["parent_id"] == run_id and second["status"] == "succeeded"
+    done_second = epochs(Path(second["output_dir"]) / "outputs" / "metrics.jsonl")
+    assert done_second[0] == done_first[-1] + 1, "resumed at the next epoch"
+    assert done_first + done_second == list(range(1, total + 1)), "no epoch lost or repeated"
+
+
+def test_ctrl_c_cancels_pulls_and_cleans_up(project: Path, launch_home: Path) -> None:
+    launcher = _slow_run(project, "process", 40)
+    run_id = _current_run_id(project)
+    _wait_checkpoints(launch_home, run_id, 2)
+    os.kill(launcher.pid, signal.SIGINT)
+    launcher.wait(60)
+    err = launcher.stderr.read() if launcher.stderr else ""
+    assert launcher.returncode == 130, err
+    assert "Ctrl-C" in err and "Traceback" not in err
+    rec = record(project, run_id)
+    assert rec["status"] == "cancelled"
+    assert any((Path(rec["output_dir"]) / "checkpoints").iterdir())
+
+
+def test_detached_run_is_followed_by_a_background_supervisor(
+    project: Path, launch_home: Path
+) -> None:
+    proc = launch(
+        project,
+        "run",
+        "jobs/hello.yaml",
+        "--detach",
+        "--profile",
+        "smoke",
+        "--set",
+        "targets.local.runtime=process",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "started" in proc.stdout
+    run_id = record(project)["id"]
+    follow = launch(project, "logs", "-f", run_id, timeout=120)
+    assert follow.returncode == 0, follow.stderr
+    assert "epoch 3/3" in follow.stdout
+    wait_for(
+        lambda: record(project, run_id)["status"] == "succeeded", 60, "the supervisor to finish"
+    )
+
+
+def test_bad_spec_gets_one_line_per_problem_and_exit_2(project: Path) -> None:
+    bad = project / "jobs" / "bad.yaml"
+    bad.write_text("name: hello\nrun: echo\nresurces: {}\nlimits: {max_hours: soon}\n")
+    proc = launch(project, "run", "jobs/bad.yaml")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "bad.yaml:3" in proc.stderr and "resources" in proc.stderr
+    assert "bad.yaml:4" in proc.stderr
+
+
+def test_process_runtime_runs_the_job_in_a_virtualenv_with_the_image_requirements(
+    tmp_path: Path, launch_home: Path
+) -> None:
+    proj = tmp_path / "proj"
+    (proj / "workloads" / "reqs").mkdir(parents=True)
+    (proj / "images" / "reqs").mkdir(parents=True)
+    (proj / "images" / "reqs" / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    (proj / "images" / "reqs" / "requirements.txt").write_text("# pinned\nsix==1.17.0\n")
+    (proj / "jobs").mkdir()
+    (proj / "jobs" / "reqs.yaml").write_text(
+        "name: reqs\nimage: reqs\nworkload: workloads/reqs\n"
+        "run: python3 -c \"import os, sys, six; print('ENV', sys.prefix == os.environ['VIRTUAL_ENV'], six.__version__)\"\n"
+        "targets: {local: {runtime: process}}\n"
+    )
+    proc = launch(proj, "run", "jobs/reqs.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ENV True 1.17.0" in proc.stdout
+    # the environment is cached: a second run does not install again
+    envs = list((launch_home / "envs").iterdir())
+    assert launch(proj, "run", "jobs/reqs.yaml").returncode == 0
+    assert list((launch_home / "envs").iterdir()) == envs
