@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -158,6 +159,9 @@ def logs(session: Session, run_ref: str, *, follow: bool = False) -> Iterator[Lo
     from launcher import agent as agent_mod
 
     record = session.store.resolve(run_ref)
+    while follow and record.handle is None and not record.status.is_terminal():
+        time.sleep(0.5)  # still being prepared: the log starts once the job is submitted
+        record = session.store.get(record.id)
     pulled = Path(record.output_dir) / agent_mod.LOG_FILE
     if record.handle is not None and not record.status.is_terminal():
         yield from session.target(record.target).logs(record.handle, follow=follow)
@@ -214,8 +218,6 @@ def cancel(session: Session, run_ref: str, *, wait: bool = True) -> RunRecord:
 
 
 def _wait_terminal(session: Session, run_id: str, timeout: float) -> None:
-    import time
-
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if session.store.get(run_id).status.is_terminal():

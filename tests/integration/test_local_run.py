@@ -316,3 +316,52 @@ def test_process_runtime_runs_the_job_in_a_virtualenv_with_the_image_requirement
     envs = list((launch_home / "envs").iterdir())
     assert launch(proj, "run", "jobs/reqs.yaml").returncode == 0
     assert list((launch_home / "envs").iterdir()) == envs
+
+
+def test_status_refresh_finishes_a_run_whose_launcher_died(project: Path, launch_home: Path) -> None:
+    launcher = _slow_run(project, "process", 4)
+    run_id = _current_run_id(project)
+    _wait_checkpoints(launch_home, run_id, 1)
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait(10)
+    status_file = workspace(launch_home, run_id) / "status.json"
+    wait_for(lambda: json.loads(status_file.read_text())["phase"] == "exited", 60, "the job to end")
+    assert record(project, run_id)["status"] in ("starting", "running")  # the store is stale
+    proc = launch(project, "status", run_id, "--refresh", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(proc.stdout)
+    assert rec["status"] == "succeeded"
+    assert epochs(Path(rec["output_dir"]) / "outputs" / "metrics.jsonl") == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_a_secret_reaches_the_job_but_no_file_the_launcher_writes(
+    project: Path, launch_home: Path, rt: str, request: pytest.FixtureRequest
+) -> None:
+    if rt == "docker":
+        request.getfixturevalue("docker_env")
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    spec = project / "jobs" / "secret.yaml"
+    spec.write_text(
+        "name: secret\nimage: hello\nworkload: workloads/hello\n"
+        "run: python3 -c \"import os; print('LEN', len(os.environ['MY_TOKEN']))\"\n"
+        "secrets: [MY_TOKEN]\n"
+    )
+    env = dict(os.environ, MY_TOKEN=secret)
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/secret.yaml", "--set", f"targets.local.runtime={rt}"],
+        cwd=project, capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"LEN {len(secret)}" in proc.stdout
+    missing = launch(project, "run", "jobs/secret.yaml")  # not exported in this shell
+    assert missing.returncode == 3 and "MY_TOKEN" in missing.stderr
+    needle = secret.encode()
+    for root in (launch_home, project):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert needle not in path.read_bytes(), f"secret leaked into {path}"
+    for bundle in (launch_home / "bundles").glob("*.tar.gz"):
+        import gzip
+
+        assert needle not in gzip.decompress(bundle.read_bytes())
