@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from launcher.errors import LaunchError, RunNotFoundError, SpecProblem
 from launcher.orchestrator import (
@@ -52,10 +52,12 @@ class Session:
 
 
 def _limits(spec: dict[str, Any]) -> dict[str, Any]:
-    limits = spec.get("limits") or {}
+    """The supervision settings of a resolved spec (read leniently from the stored JSON)."""
+    limits = cast("dict[str, Any]", spec.get("limits") or {})
+    outputs = cast("dict[str, Any]", spec.get("outputs") or {})
     hours = limits.get("max_hours")
     return {
-        "sync_every": float((spec.get("outputs") or {}).get("sync_every") or 300),
+        "sync_every": float(outputs.get("sync_every") or 300),
         "time_limit_s": float(hours) * 3600 if hours else None,
         "grace_s": float(limits.get("grace_seconds") or 30),
     }

@@ -166,7 +166,7 @@ class RunRecord(_Stored):
     exit_code: int | None = None
     created_at: datetime
     updated_at: datetime
-    events: list[StatusEvent] = Field(default_factory=list)
+    events: list[StatusEvent] = Field(default_factory=list[StatusEvent])
 
     def phase_durations(self, now: datetime | None = None) -> list[tuple[RunStatus, float]]:
         """Seconds spent in each status, in order; the last one runs to `now` unless terminal."""

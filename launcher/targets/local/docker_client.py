@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -37,7 +37,7 @@ NATIVE_STATES: Mapping[str, str] = {
 
 
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
+def _translated(action: str) -> Generator[None]:
     try:
         yield
     except docker.errors.ImageNotFound as e:
@@ -54,17 +54,17 @@ def _translated(action: str) -> Iterator[None]:
 class DockerClient:
     """A thin, typed wrapper over the docker SDK for what the local target needs."""
 
-    def __init__(self, timeout: float = 120) -> None:
+    def __init__(self, timeout: int = 120) -> None:
         with _translated("connect"):
             self._client = docker.from_env(timeout=timeout)
 
     @staticmethod
-    def engine_answers(timeout: float = 3) -> bool:
+    def engine_answers(timeout: int = 3) -> bool:
         """True when a docker engine answers a ping. Cheap; used to pick the runtime."""
         try:
             client = docker.from_env(timeout=timeout)
             try:
-                return bool(client.ping())
+                return bool(client.ping())  # pyright: ignore[reportUnknownMemberType]
             finally:
                 client.close()
         except Exception:  # noqa: BLE001 - any failure means "no engine here"
@@ -75,7 +75,7 @@ class DockerClient:
 
     def has_nvidia_runtime(self) -> bool:
         with _translated("docker info"):
-            info: dict[str, Any] = self._client.info()
+            info: dict[str, Any] = self._client.info()  # pyright: ignore[reportUnknownMemberType]
         return "nvidia" in (info.get("Runtimes") or {}) or bool(info.get("CDISpecDirs"))
 
     # ---- images -----------------------------------------------------------------------------
@@ -207,7 +207,11 @@ class DockerClient:
             found = self._client.containers.list(
                 all=True, filters={"label": [f"{LABEL_HOME}={home_key(home)}"]}
             )
-        return [(c.name or "", c.labels.get(LABEL_RUN, ""), c.status) for c in found]
+        out: list[tuple[str, str, str]] = []
+        for c in found:
+            labels = cast("dict[str, str]", c.labels)  # pyright: ignore[reportUnknownMemberType]
+            out.append((c.name or "", labels.get(LABEL_RUN, ""), str(c.status)))
+        return out
 
 
 def home_key(home: str) -> str:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel
 
@@ -291,7 +291,7 @@ class LocalTarget(Target):
             data = json.loads((root / agent_mod.STATUS_FILE).read_text())
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        return cast("dict[str, Any]", data) if isinstance(data, dict) else {}
 
     def status(self, handle: RunHandle) -> TargetStatus:
         h = LocalHandle.model_validate(handle.data)
