@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,10 +124,11 @@ class Orchestrator:
         self.reporter.phase(new, before.status, spent)
         return after
 
-    def _fail(self, run_id: str, reason: FailureReason, error: LaunchError) -> None:
+    def _fail(self, run_id: str, reason: FailureReason, error: BaseException) -> None:
         record = self.store.get(run_id)
         if not record.status.is_terminal():
-            self._move(run_id, RunStatus.FAILED, error.message, failure_reason=reason)
+            message = error.message if isinstance(error, LaunchError) else repr(error)
+            self._move(run_id, RunStatus.FAILED, message, failure_reason=reason)
 
     # ---- start ------------------------------------------------------------------------------
 
@@ -156,7 +158,7 @@ class Orchestrator:
         self._move(run_id, RunStatus.PREPARING)
         try:
             prepared = self.target.prepare(spec, run_id, output_dir)
-        except LaunchError as e:
+        except Exception as e:
             self._fail(run_id, FailureReason.PREPARE_FAILED, e)
             raise
         if resume_checkpoints is not None:
@@ -165,10 +167,12 @@ class Orchestrator:
         ledger = StoreLedger(self.store, run_id, self.target.name)
         try:
             handle = self.target.submit(prepared, ledger)
-        except LaunchError as e:
+        except Exception as e:
             # whatever submit recorded before failing must still be freed
-            self._release_recorded(run_id)
-            self._fail(run_id, FailureReason.SUBMIT_FAILED, e)
+            try:
+                self._release_recorded(run_id)
+            finally:
+                self._fail(run_id, FailureReason.SUBMIT_FAILED, e)
             raise
         self.store.update(
             run_id, handle=handle, price_per_hour=prepared.data.get("price_per_hour")
@@ -219,7 +223,8 @@ class Orchestrator:
                 f"and free them, then `launch pull {run_id}` to fetch its outputs."
             )
             raise
-        except LaunchError as e:
+        except Exception as e:
+            # any failure, ours included: free what is billed before the error goes up
             self._salvage(run_id, handle, output_dir, e)
             raise
         return self.store.get(run_id)
@@ -344,21 +349,27 @@ class Orchestrator:
         self.store.update(run_id, cost_usd=self._cost(record))
         self._move(run_id, status, message, failure_reason=reason)
 
-    def _cost(self, record: RunRecord) -> Any:
+    @staticmethod
+    def _cost(record: RunRecord) -> Decimal | None:
+        """$/h times the time resources were held: from submit until now (the end)."""
         if record.price_per_hour is None:
             return None
-        hours = sum(s for _, s in record.phase_durations()) / 3600
-        return record.price_per_hour * type(record.price_per_hour)(str(round(hours, 6)))
+        held = sum(
+            secs
+            for status, secs in record.phase_durations()
+            if status not in (RunStatus.PENDING, RunStatus.PREPARING)
+        )
+        return (record.price_per_hour * Decimal(held) / 3600).quantize(Decimal("0.000001"))
 
     def _salvage(
-        self, run_id: str, handle: RunHandle, output_dir: Path, error: LaunchError
+        self, run_id: str, handle: RunHandle, output_dir: Path, error: BaseException
     ) -> None:
         """Something broke while watching: free what is billed, keep what is not pulled."""
         try:
             self.target.cancel(handle)
             self.target.pull(handle, output_dir)
-        except LaunchError:
-            pass
+        except Exception as e:  # noqa: BLE001 - best effort; the cleanup below must still run
+            self.reporter.note(f"could not stop/pull before cleanup: {e}")
         try:
             self.target.cleanup(handle, keep_data=True)
             StoreLedger(self.store, run_id, self.target.name).release_all()

@@ -210,3 +210,26 @@ def test_periodic_pulls_happen_on_the_sync_interval(launch_home: Path, tmp_path:
     orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-8")
     orch.supervise("job-8", sync_every=9)  # the fake clock moves 5 s per read
     assert target.calls.count("pull") >= 3  # in-run syncs plus the final pull
+
+
+def test_a_bug_while_watching_still_frees_what_is_billed(launch_home: Path, tmp_path: Path) -> None:
+    target = ScriptedTarget([Phase.RUNNING, RuntimeError("a bug in a target")], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-9")
+    with pytest.raises(RuntimeError):
+        orch.supervise("job-9", sync_every=1e9)
+    assert "cleanup(keep_data=True)" in target.calls
+    rec = orch.store.get("job-9")
+    assert rec.status is RunStatus.FAILED and "a bug in a target" in rec.message
+    assert orch.store.resources(unreleased_only=True) == []
+
+
+def test_cost_counts_the_time_resources_were_held(launch_home: Path, tmp_path: Path) -> None:
+    target = ScriptedTarget([Phase.RUNNING, Phase.DONE], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-10")
+    orch.store.update("job-10", price_per_hour="3.6")  # $0.001 per second
+    rec = orch.supervise("job-10", sync_every=1e9)
+    held = sum(s for st, s in rec.phase_durations() if st not in (RunStatus.PENDING, RunStatus.PREPARING))
+    assert rec.cost_usd is not None
+    assert abs(float(rec.cost_usd) - held * 0.001) < 1e-4  # the final transition comes after

@@ -193,6 +193,8 @@ class LocalTarget(Target):
                 "python": python,
                 "agent": config,
                 "inputs": inputs,
+                # this machine costs nothing by the hour; reports compare it at $0
+                "price_per_hour": "0",
             },
         )
 
