@@ -190,6 +190,14 @@ def pull(
     return record, result
 
 
+def report(session: Session, *, job: str | None = None, limit: int = 1000) -> list[Any]:
+    """Per (job, target): runs, successes, median seconds per stage, cost. See report.py."""
+    from launcher.report import build
+
+    records = session.store.list_runs(limit=limit)
+    return build(r for r in records if job is None or r.job == job)
+
+
 # ---- stop -----------------------------------------------------------------------------------
 
 

@@ -49,6 +49,7 @@ def cli(debug: bool) -> None:
     launch run jobs/hello.yaml              run the demo job here, stream logs, pull outputs
     launch ls                               recent runs
     launch logs -f RUN                      follow a run's log
+    launch report                           compare targets: time per stage, cost
     launch gc                               stop and free what dead launchers left behind
     """
 
@@ -168,6 +169,21 @@ def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
     )
     for path in result.changed_during_copy:
         click.echo(f"  still being written, pull again later: {path}")
+
+
+@cli.command()
+@click.option("--job", help="Only this job.")
+@click.option("--json", "json_out", is_flag=True)
+def report(job: str | None, json_out: bool) -> None:
+    """Compare targets on measured time per stage and cost (finished runs)."""
+    from launcher import api
+    from launcher.render import report_table
+
+    rows = api.report(_session(json_out), job=job)
+    if json_out:
+        _emit_json([row.model_dump(mode="json") for row in rows])
+    else:
+        report_table(rows)
 
 
 @cli.command()

@@ -143,3 +143,30 @@ def run_details(record: RunRecord, live: TargetStatus | None) -> None:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def report_table(rows: list[Any]) -> None:
+    con = _console()
+    if not rows:
+        con.print("no finished runs yet")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "TARGET", "RUNS", "OK", "PREPARE", "START", "RUN", "PULL", "TOTAL"):
+        table.add_column(col, justify="left" if col in ("JOB", "TARGET") else "right")
+    table.add_column("$/RUN", justify="right")
+    table.add_column("$ SUM", justify="right")
+    for row in rows:
+        m = row.median_s
+        median = f"{row.median_cost_usd:.4f}" if row.median_cost_usd is not None else "-"
+        total = f"{row.total_cost_usd:.4f}" if row.total_cost_usd is not None else "-"
+        table.add_row(
+            row.job,
+            row.target,
+            str(row.runs),
+            str(row.succeeded),
+            *(f"{m[k]:.1f}s" for k in ("prepare", "start", "run", "pull", "total")),
+            median,
+            total,
+        )
+    con.print(table)
+    con.print("[dim]medians over finished runs; cost = $/h x time resources were held[/]")
