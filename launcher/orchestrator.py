@@ -77,8 +77,10 @@ def new_run_id(job: str) -> str:
 
 def supervisor_alive(record: RunRecord) -> bool:
     """Is the launcher that drives this run still alive? (Only answerable on its host.)"""
-    if record.supervisor_pid is None or record.supervisor_host != socket.gethostname():
-        return record.supervisor_pid is not None and record.supervisor_host != socket.gethostname()
+    if record.supervisor_pid is None:
+        return False
+    if record.supervisor_host != socket.gethostname():
+        return True  # another machine's launcher: we cannot tell, so we must not take over
     try:
         os.kill(record.supervisor_pid, 0)
     except ProcessLookupError:
