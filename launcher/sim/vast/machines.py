@@ -1,0 +1,263 @@
+"""What an instance runs on: a docker container (preferred) or a host process behind a real sshd.
+
+Vast's ssh launch mode ignores the image's ENTRYPOINT: it starts an sshd on port 22 and then
+the `onstart` script. `BOOT` does the same inside the container, with host keys generated on
+first boot so every instance has its own (the image's baked keys are removed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from launcher.sim.vast.query import as_dict, as_list
+
+SSHD_FLAGS = "-o PermitRootLogin=prohibit-password -o PasswordAuthentication=no"
+
+BOOT = f"""set -u
+if [ ! -x /usr/sbin/sshd ]; then
+  echo "vast-sim: no /usr/sbin/sshd in the image; ssh launch mode needs one" >&2
+  exit 127
+fi
+if [ ! -e /etc/ssh/.vast-sim-hostkeys ]; then
+  rm -f /etc/ssh/ssh_host_*
+  ssh-keygen -A >/dev/null || exit 3
+  touch /etc/ssh/.vast-sim-hostkeys
+fi
+mkdir -p /root/.ssh /run/sshd /var/log
+chmod 700 /root/.ssh
+touch /root/.ssh/authorized_keys
+chmod 600 /root/.ssh/authorized_keys
+/usr/sbin/sshd {SSHD_FLAGS} || exit 4
+if [ -n "${{1:-}}" ]; then
+  printf '%s\\n' "$1" > /root/onstart.sh
+  SH=sh; [ -x /bin/bash ] && SH=/bin/bash
+  ($SH /root/onstart.sh 2>&1 | tee -a /var/log/onstart.log) &
+fi
+trap 'exit 0' TERM INT
+sleep infinity &
+wait $!
+"""
+
+ADD_KEY = (
+    "mkdir -p /root/.ssh && chmod 700 /root/.ssh && touch /root/.ssh/authorized_keys && "
+    '(grep -qxF "$KEY" /root/.ssh/authorized_keys || printf "%s\\n" "$KEY" >> '
+    "/root/.ssh/authorized_keys) && chmod 600 /root/.ssh/authorized_keys"
+)
+KILL_SSHD = (
+    'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sshd ] && '
+    "kill -9 ${p#/proc/} 2>/dev/null; done; true"
+)
+START_SSHD = f"mkdir -p /run/sshd && /usr/sbin/sshd {SSHD_FLAGS}"
+
+
+class MachineError(RuntimeError):
+    """The machine could not be created or driven; the message says why."""
+
+
+@dataclass
+class BootRequest:
+    instance_id: int
+    image: str
+    env: dict[str, str]
+    onstart: str | None
+    label: str | None
+    extra_ports: list[str] = field(default_factory=list[str])  # "8080/tcp", from `-p 8080:8080`
+    ssh: bool = True  # False for runtype "args": the image runs as-is, no sshd injected
+    args: list[str] | None = None
+
+
+@dataclass
+class MachineState:
+    status: str  # created | running | paused | exited | gone
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class Machines(Protocol):
+    """The backend behind instances; every method may block on the engine."""
+
+    kind: str
+
+    def boot(self, req: BootRequest) -> str: ...  # returns a handle
+    def ports(self, handle: str) -> dict[str, list[dict[str, str]]]: ...
+    def state(self, handle: str) -> MachineState: ...
+    def start(self, handle: str) -> None: ...
+    def stop(self, handle: str) -> None: ...
+    def pause(self, handle: str) -> None: ...
+    def kill(self, handle: str) -> None: ...
+    def remove(self, handle: str) -> None: ...
+    def add_key(self, handle: str, key: str) -> None: ...
+    def drop_ssh(self, handle: str) -> None: ...
+    def restore_ssh(self, handle: str) -> None: ...
+    def logs(self, handle: str, tail: int) -> str: ...
+    def remove_all(self) -> None: ...
+
+
+class DockerMachines:
+    """Instances as containers on the local docker engine (never pulls: images must exist)."""
+
+    kind = "docker"
+
+    def __init__(self, owner: str) -> None:
+        try:
+            import docker
+            import docker.errors
+        except ImportError as e:  # the `docker` extra is missing
+            raise MachineError("the docker SDK is not installed (pip install docker)") from e
+        self._errors = docker.errors
+        try:
+            self._client: Any = docker.from_env(timeout=60)
+            self._client.ping()
+        except Exception as e:  # noqa: BLE001 - any transport failure means "no engine"
+            raise MachineError(f"no docker engine answers: {e}") from e
+        self.owner = owner
+
+    def _get(self, handle: str) -> Any:
+        return self._client.containers.get(handle)
+
+    def boot(self, req: BootRequest) -> str:
+        ports: dict[str, Any] = {}
+        for p in req.extra_ports:
+            ports[p] = ("127.0.0.1",)
+        labels = {
+            "launch.sim": "vast",
+            "launch.sim.owner": self.owner,
+            "launch.sim.instance": str(req.instance_id),
+            "launch.sim.label": req.label or "",
+        }
+        if req.ssh:
+            ports["22/tcp"] = ("127.0.0.1",)
+            how: dict[str, Any] = {
+                "entrypoint": ["/bin/sh", "-c", BOOT, "vast-boot"],
+                "command": [req.onstart or ""],
+            }
+        else:
+            how = {"command": req.args} if req.args else {}
+        try:
+            c = self._client.containers.create(
+                req.image,
+                **how,
+                environment=req.env,
+                hostname=f"C.{req.instance_id}",
+                name=f"vast-sim-{self.owner}-{req.instance_id}",
+                labels=labels,
+                ports=ports,
+                detach=True,
+            )
+        except self._errors.ImageNotFound as e:
+            raise MachineError(
+                f"image {req.image!r} is not on the local engine (the emulator never pulls)"
+            ) from e
+        except self._errors.APIError as e:
+            raise MachineError(f"docker create failed: {e.explanation or e}") from e
+        try:
+            c.start()
+        except self._errors.APIError as e:
+            c.remove(force=True)
+            raise MachineError(f"docker start failed: {e.explanation or e}") from e
+        return str(c.id)
+
+    def ports(self, handle: str) -> dict[str, list[dict[str, str]]]:
+        c = self._get(handle)
+        c.reload()
+        raw = as_dict(as_dict(c.attrs.get("NetworkSettings")).get("Ports"))
+        return {k: [{str(a): str(b) for a, b in as_dict(x).items()} for x in as_list(v)]
+                for k, v in raw.items() if v}  # fmt: skip
+
+    def state(self, handle: str) -> MachineState:
+        try:
+            c = self._get(handle)
+            c.reload()
+        except self._errors.NotFound:
+            return MachineState("gone")
+        st = c.attrs.get("State", {})
+        return MachineState(str(c.status), st.get("ExitCode"), st.get("Error") or None)
+
+    def start(self, handle: str) -> None:
+        c = self._get(handle)
+        c.reload()
+        if c.status == "paused":
+            c.unpause()
+        elif c.status != "running":
+            c.start()
+
+    def stop(self, handle: str) -> None:
+        c = self._get(handle)
+        c.reload()
+        if c.status == "paused":
+            c.unpause()
+        c.stop(timeout=5)
+
+    def pause(self, handle: str) -> None:
+        self._get(handle).pause()
+
+    def kill(self, handle: str) -> None:
+        self._get(handle).kill()
+
+    def remove(self, handle: str) -> None:
+        try:
+            self._get(handle).remove(force=True)
+        except self._errors.NotFound:
+            pass
+
+    def _exec(self, handle: str, script: str, env: dict[str, str] | None = None) -> str:
+        try:
+            res = self._get(handle).exec_run(["/bin/sh", "-c", script], environment=env or {})
+        except self._errors.APIError as e:
+            raise MachineError(f"docker exec failed: {e.explanation or e}") from e
+        out = res.output.decode(errors="replace") if res.output else ""
+        if res.exit_code != 0:
+            raise MachineError(f"exec failed ({res.exit_code}): {out.strip()}")
+        return out
+
+    def add_key(self, handle: str, key: str) -> None:
+        self._exec(handle, ADD_KEY, {"KEY": key})
+
+    def drop_ssh(self, handle: str) -> None:
+        self._exec(handle, KILL_SSHD)
+
+    def restore_ssh(self, handle: str) -> None:
+        self._exec(handle, START_SSHD)
+
+    def logs(self, handle: str, tail: int) -> str:
+        try:
+            return self._get(handle).logs(tail=tail).decode(errors="replace")
+        except self._errors.NotFound:
+            return ""
+
+    def remove_all(self) -> None:
+        found = self._client.containers.list(
+            all=True, filters={"label": [f"launch.sim.owner={self.owner}"]}
+        )
+        for c in found:
+            try:
+                c.remove(force=True)
+            except self._errors.NotFound:
+                pass
+
+
+def pick_machines(owner: str, kind: str = "auto", workdir: Any = None) -> Machines:
+    """Docker when an engine answers; else host processes behind a real sshd."""
+    if kind in ("auto", "docker"):
+        try:
+            return DockerMachines(owner)
+        except MachineError as e:
+            if kind == "docker":
+                raise
+            reason = str(e)
+    else:
+        reason = "asked for"
+    from launcher.sim.vast.processes import ProcessMachines
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    try:
+        subprocess.run([sshd, "-V"], capture_output=True, check=False)  # noqa: S603
+    except OSError as e:
+        raise MachineError(
+            f"no docker engine ({reason}) and no OpenSSH server for the process fallback "
+            "(apt-get install openssh-server)"
+        ) from e
+    return ProcessMachines(owner, sshd=sshd, workdir=workdir)
