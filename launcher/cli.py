@@ -261,6 +261,30 @@ def image_build(name: str, base_image: str | None, force: bool, root: Path) -> N
     click.echo(f"{verb} {ref.tag} ({ref.seconds:.1f}s)")
 
 
+@cli.group()
+def sim() -> None:
+    """Local emulators of the platforms, speaking their real wire protocols."""
+
+
+@sim.command("serve")
+@click.argument("platform", type=click.Choice(["vast", "kaggle"]))
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+def sim_serve(platform: str, port: int) -> None:
+    """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers.
+
+    \b
+    vast:   export LAUNCH_VAST_URL=<url> (the vastai CLI: VAST_URL=<url>)
+    kaggle: KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY=<url> for the unchanged kaggle CLI
+    """
+    import importlib
+
+    def ready(url: str) -> None:
+        click.echo(url)
+
+    module = importlib.import_module(f"launcher.sim.{platform}")
+    module.serve(host="127.0.0.1", port=port, on_ready=ready)
+
+
 @cli.command("_supervise", hidden=True)
 @click.argument("run_ref")
 def supervise_(run_ref: str) -> None:
