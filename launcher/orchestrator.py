@@ -91,6 +91,20 @@ def supervisor_alive(record: RunRecord) -> bool:
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
+_PHASE_STATUS: dict[Phase, RunStatus] = {
+    Phase.QUEUED: RunStatus.PROVISIONING,
+    Phase.PROVISIONING: RunStatus.PROVISIONING,
+    Phase.UPLOADING: RunStatus.UPLOADING,
+    Phase.STARTING: RunStatus.STARTING,
+    Phase.RUNNING: RunStatus.RUNNING,
+}
+_PHASE_ORDER = [
+    RunStatus.PROVISIONING,
+    RunStatus.UPLOADING,
+    RunStatus.STARTING,
+    RunStatus.RUNNING,
+]
+
 _FINISHED_AS: dict[Phase, tuple[RunStatus, FailureReason | None]] = {
     Phase.DONE: (RunStatus.SUCCEEDED, None),
     Phase.FAILED: (RunStatus.FAILED, FailureReason.WORKLOAD_EXITED_NONZERO),
@@ -165,7 +179,7 @@ class Orchestrator:
             raise
         if resume_checkpoints is not None:
             prepared = prepared.model_copy(update={"resume_checkpoints": resume_checkpoints})
-        self._move(run_id, RunStatus.STARTING)
+        self._move(run_id, RunStatus.PROVISIONING)  # submit asks the platform for a machine
         ledger = StoreLedger(self.store, run_id, self.target.name)
         try:
             handle = self.target.submit(prepared, ledger)
@@ -247,15 +261,17 @@ class Orchestrator:
         stop_sent_at: float | None = None
         killed = False
         polls = 0
+        ledger = StoreLedger(self.store, run_id, self.target.name)
         while True:
+            advanced = self.target.advance(handle, ledger)
+            if advanced is not None:
+                handle = advanced
+                self.store.update(run_id, handle=handle)
             st = self.target.status(handle)
             lines, cursor = self.target.read_logs(handle, cursor)
             for line in lines:
                 self.reporter.log(line)
-            started_now = st.phase is Phase.RUNNING or (st.finished and st.phase is not Phase.LOST)
-            if started_now and self.store.get(run_id).status is RunStatus.STARTING:
-                # a job quicker than one poll still ran: record it, or reports lose the phase
-                self._move(run_id, RunStatus.RUNNING)
+            self._follow_phase(run_id, st)
             if st.finished:
                 more, cursor = self.target.read_logs(handle, cursor)
                 for line in more:
@@ -277,6 +293,22 @@ class Orchestrator:
             # poll fast at first (short jobs, quick failures), then back off to poll_s
             time.sleep(min(self.poll_s, 0.05 * 1.5**polls))
             polls += 1
+
+    def _follow_phase(self, run_id: str, st: TargetStatus) -> None:
+        """Record the phase the target reports, moving forwards only."""
+        want = _PHASE_STATUS.get(st.phase)
+        if st.finished and st.phase is not Phase.LOST:
+            want = RunStatus.RUNNING  # a job quicker than one poll still ran: record it
+        current = self.store.get(run_id).status
+        if (
+            want is None
+            or want is current
+            or current not in _PHASE_ORDER
+            or want not in _PHASE_ORDER
+        ):
+            return
+        if _PHASE_ORDER.index(want) > _PHASE_ORDER.index(current):
+            self._move(run_id, want)
 
     # ---- taking over a run whose launcher is gone --------------------------------------------
 

@@ -152,6 +152,15 @@ class Target(ABC):
         marks the run's ledger entries released when this returns without raising.
         """
 
+    def advance(self, handle: RunHandle, ledger: Ledger) -> RunHandle | None:
+        """Do the next short step towards a running job, if one is due; called before each probe.
+
+        Remote targets use it for what follows provisioning (upload the bundle once the machine
+        answers, then start the agent): each call does at most one bounded step and returns the
+        updated handle to store, or None when nothing changed. Local targets need nothing here.
+        """
+        return None
+
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         """Free one ledger entry that has no handle (the launcher died inside `submit`).
 
