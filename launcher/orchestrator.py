@@ -230,8 +230,11 @@ class Orchestrator:
                     "Ctrl-C: stopping the job (it saves a checkpoint first); "
                     "press Ctrl-C again to abandon cleanup"
                 )
+                handle = self._handle(run_id)
                 self.target.cancel(handle)
                 final = self._watch(run_id, handle, output_dir, sync_every, 0.0, grace_s)
+            # advance() may have replaced the handle (a new machine after a pre-emption)
+            handle = self._handle(run_id)
             self._finish(run_id, handle, output_dir, final)
         except KeyboardInterrupt:
             self.reporter.note(
@@ -241,9 +244,15 @@ class Orchestrator:
             raise
         except Exception as e:
             # any failure, ours included: free what is billed before the error goes up
-            self._salvage(run_id, handle, output_dir, e)
+            self._salvage(run_id, self._handle(run_id), output_dir, e)
             raise
         return self.store.get(run_id)
+
+    def _handle(self, run_id: str) -> RunHandle:
+        """The newest stored handle of a run (advance() may have replaced it)."""
+        handle = self.store.get(run_id).handle
+        assert handle is not None
+        return handle
 
     def _watch(
         self,
@@ -337,7 +346,8 @@ class Orchestrator:
         output_dir = Path(record.output_dir)
         self.target.cancel(record.handle)
         st = self._watch(run_id, record.handle, output_dir, float("inf"), 0.0, grace_s)
-        self._finish(run_id, record.handle, output_dir, st, reason=reason, keep_data=keep_data)
+        handle = self._handle(run_id)
+        self._finish(run_id, handle, output_dir, st, reason=reason, keep_data=keep_data)
         return self.store.get(run_id)
 
     def abandon(self, run_id: str, reason: FailureReason) -> RunRecord:

@@ -212,7 +212,9 @@ def test_periodic_pulls_happen_on_the_sync_interval(launch_home: Path, tmp_path:
     assert target.calls.count("pull") >= 3  # in-run syncs plus the final pull
 
 
-def test_a_bug_while_watching_still_frees_what_is_billed(launch_home: Path, tmp_path: Path) -> None:
+def test_a_bug_while_watching_still_frees_what_is_billed(
+    launch_home: Path, tmp_path: Path
+) -> None:
     target = ScriptedTarget([Phase.RUNNING, RuntimeError("a bug in a target")], tmp_path)
     orch = _orch(launch_home, target)
     orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-9")
@@ -230,6 +232,36 @@ def test_cost_counts_the_time_resources_were_held(launch_home: Path, tmp_path: P
     orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-10")
     orch.store.update("job-10", price_per_hour="3.6")  # $0.001 per second
     rec = orch.supervise("job-10", sync_every=1e9)
-    held = sum(s for st, s in rec.phase_durations() if st not in (RunStatus.PENDING, RunStatus.PREPARING))
+    held = sum(
+        s for st, s in rec.phase_durations() if st not in (RunStatus.PENDING, RunStatus.PREPARING)
+    )
     assert rec.cost_usd is not None
     assert abs(float(rec.cost_usd) - held * 0.001) < 1e-4  # the final transition comes after
+
+
+class MovingTarget(ScriptedTarget):
+    """advance() swaps the machine once, as a pre-emption move does."""
+
+    def advance(self, handle: RunHandle, ledger: Ledger) -> RunHandle | None:
+        if handle.data.get("machine") != "second":
+            return handle.model_copy(update={"data": {"machine": "second"}})
+        return None
+
+    def pull(self, handle: RunHandle, dest: Path) -> PullResult:
+        self.calls.append(f"pull:{handle.data.get('machine')}")
+        return PullResult(copied=[], skipped_unchanged=0, bytes_copied=0, changed_during_copy=[])
+
+    def cleanup(self, handle: RunHandle, *, keep_data: bool = False) -> None:
+        self.calls.append(f"cleanup:{handle.data.get('machine')}")
+
+
+def test_the_final_pull_and_cleanup_use_the_handle_advance_returned(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = MovingTarget([Phase.RUNNING, Phase.RUNNING, Phase.DONE], tmp_path)
+    orch = _orch(launch_home, target)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-11")
+    rec = orch.supervise("job-11", sync_every=1e9)
+    assert rec.status is RunStatus.SUCCEEDED
+    assert rec.handle is not None and rec.handle.data == {"machine": "second"}
+    assert target.calls[-2:] == ["pull:second", "cleanup:second"]
