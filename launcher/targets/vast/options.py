@@ -13,6 +13,15 @@ _CUDA_RE = re.compile(r"^\d+\.\d+$")
 
 
 class VastOptions(StrictModel):
+    image: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            description="The image reference Vast pulls, e.g. ghcr.io/you/train:1.2 (Vast "
+            "pulls from a registry; it cannot see images built on this machine). Default: "
+            "the job's `image` as written.",
+        ),
+    ] = None
     max_dph: Annotated[
         float | None,
         Field(gt=0, description="Highest total price to pay, in $/hour (Vast's dph_total)."),

@@ -1,0 +1,64 @@
+"""From a job spec to the offer search `POST /bundles/` understands, and back to a choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from launcher.gpus import vast_name
+from launcher.targets.vast.options import VastOptions
+
+# `vastai search offers` takes GB; the API wants MB, and the CLI multiplies by 1000 (not 1024).
+_MB_PER_GB = 1000
+
+
+def offer_query(spec: Any, opts: VastOptions, *, limit: int = 20) -> dict[str, Any]:
+    """The search body for this job: every hard need as a filter, cheapest first.
+
+    A job with `gpu.count: 0` filters on no GPU at all: Vast rents whole GPU machines, so a CPU
+    job simply gets the cheapest one that fits the rest.
+    """
+    res = spec.resources
+    disk = float(res.disk_gb)
+    q: dict[str, Any] = {
+        "rentable": {"eq": True},
+        "disk_space": {"gte": disk},
+        "order": [["dph_total", "asc"]],
+        "type": "bid" if opts.interruptible else "on-demand",
+        "allocated_storage": disk,  # dph_total then includes this much storage
+        "limit": limit,
+    }
+    gpu = res.gpu
+    if gpu.count:
+        q["num_gpus"] = {"eq": gpu.count}
+    if gpu.types:
+        q["gpu_name"] = {"in": [vast_name(t) for t in gpu.types]}
+    if gpu.min_vram_gb:
+        q["gpu_ram"] = {"gte": gpu.min_vram_gb * _MB_PER_GB}
+    if res.cpus:
+        q["cpu_cores_effective"] = {"gte": res.cpus}
+    if res.memory_gb:
+        q["cpu_ram"] = {"gte": res.memory_gb * _MB_PER_GB}
+    if opts.min_cuda:
+        q["cuda_max_good"] = {"gte": float(opts.min_cuda)}
+    if opts.min_reliability is not None:
+        q["reliability"] = {"gte": opts.min_reliability}
+    if opts.max_dph is not None:
+        q["dph_total"] = {"lte": opts.max_dph}
+    if opts.min_inet_down_mbps is not None:
+        q["inet_down"] = {"gte": opts.min_inet_down_mbps}
+    return q
+
+
+def bid_price(offer: dict[str, Any], opts: VastOptions) -> float | None:
+    """What to bid for an interruptible offer: its floor, a little over (None = on-demand)."""
+    if not opts.interruptible:
+        return None
+    floor = float(offer.get("min_bid") or offer.get("dph_base") or 0)
+    return round(floor * 1.05 + 1e-4, 4)
+
+
+def describe(offer: dict[str, Any]) -> str:
+    n, gpu = offer.get("num_gpus"), offer.get("gpu_name")
+    where = offer.get("geolocation") or "?"
+    dph = float(offer.get("dph_total") or 0)
+    return f"offer {offer.get('id')}: {n}x {gpu}, ${dph:.3f}/h, {where}"

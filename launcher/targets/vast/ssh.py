@@ -1,0 +1,342 @@
+"""SSH and SFTP to a rented instance, with paramiko: the one module of the Vast target that does.
+
+- One launcher-managed ed25519 key pair under $LAUNCH_HOME/keys/ (created once, 0600); its public
+  half is attached to each instance.
+- Host keys are pinned on first use: the first connection records the server's key (the target
+  stores it in the run handle) and every later one must present the same key, else
+  `HostKeyChangedError`. Never `AutoAddPolicy` (it accepts anything, always).
+- Keepalives, and bounded reconnects with backoff: an operation that hits a dropped connection
+  reconnects and is tried again, a few times, then raises `SshUnreachableError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import stat
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, TypeVar, cast
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from launcher.errors import TargetError
+from launcher.sync import RemoteFile
+
+KEY_NAME = "vast_ed25519"
+# what a dropped connection raises mid-operation (callers outside this module catch these)
+TRANSIENT: tuple[type[BaseException], ...] = (paramiko.SSHException, OSError, EOFError)
+T = TypeVar("T")
+
+
+class SshUnreachableError(TargetError):
+    """The instance did not answer over SSH within the retries."""
+
+
+class HostKeyChangedError(TargetError):
+    """The instance presented a host key other than the one pinned for this run."""
+
+
+def ensure_key(home: Path) -> tuple[Path, str]:
+    """The launcher's key pair: (private key path, OpenSSH public key line). Created once."""
+    keys = home / "keys"
+    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys / KEY_NAME
+    pub = path.with_suffix(".pub")
+    if not path.exists():
+        private = Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        line = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        tmp = path.with_name(f".{KEY_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        pub.write_text(line.decode() + " launch\n")
+        try:  # another launcher may have won the race: keep whichever landed first
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    os.chmod(path, 0o600)
+    if not pub.exists():
+        key = paramiko.Ed25519Key.from_private_key_file(str(path))
+        pub.write_text(f"{key.get_name()} {key.get_base64()} launch\n")
+    return path, pub.read_text().strip()
+
+
+def key_line(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+class _PinPolicy(paramiko.MissingHostKeyPolicy):
+    """Accept the first key seen (and record it); afterwards only that key."""
+
+    def __init__(self, pinned: str | None, on_pin: Callable[[str], None]) -> None:
+        self.pinned = pinned
+        self.on_pin = on_pin
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        seen = key_line(key)
+        if self.pinned is None:
+            self.pinned = seen
+            self.on_pin(seen)
+            return
+        if seen != self.pinned:
+            raise HostKeyChangedError(
+                f"the host key of {hostname} changed since this run first connected "
+                f"(pinned {self.pinned[:40]}..., now {seen[:40]}...): refusing to connect",
+                hint="if the instance was really rebuilt, start a new run",
+            )
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs a traceback for every refused banner while sshd starts; with no handler
+    configured, Python's last-resort handler would print those to the user's terminal. The
+    errors that matter reach us as exceptions."""
+    log = logging.getLogger("paramiko")
+    if not log.handlers:
+        log.addHandler(logging.NullHandler())
+
+
+class SshConn:
+    """One SSH connection as root to an instance, re-established on demand."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        key_path: Path,
+        *,
+        host_key: str | None = None,
+        on_pin: Callable[[str], None] = lambda _k: None,
+        attempts: int = 3,
+        timeout: float = 15.0,
+    ) -> None:
+        _quiet_paramiko()
+        self.host, self.port = host, port
+        self.key = paramiko.Ed25519Key.from_private_key_file(str(key_path))
+        self.policy = _PinPolicy(host_key, on_pin)
+        self.attempts = attempts
+        self.timeout = timeout
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def host_key(self) -> str | None:
+        return self.policy.pinned
+
+    # ---- connection -------------------------------------------------------------------------
+
+    def connect(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self._client
+            self.close()
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(self.policy)
+        try:
+            client.connect(
+                self.host,
+                port=self.port,
+                username="root",
+                pkey=self.key,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        for thing in (self._sftp, self._client):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+        self._sftp = self._client = None
+
+    def retry(self, what: str, op: Callable[[], T]) -> T:
+        """`op()`, reconnecting after a dropped connection; bounded, with backoff."""
+        last: BaseException | None = None
+        for attempt in range(self.attempts):
+            try:
+                return op()
+            except HostKeyChangedError:
+                raise
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                if isinstance(e, FileNotFoundError | PermissionError):
+                    raise
+                last = e
+                self.close()
+                if attempt + 1 < self.attempts:
+                    time.sleep(0.5 * 2**attempt)
+        raise SshUnreachableError(
+            f"ssh to {self.host}:{self.port} failed ({what}): {last}"
+        ) from last
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.connect().open_sftp()
+        return self._sftp
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    def run(self, cmd: str, *, timeout: float = 120.0) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) of `cmd` run by the remote shell."""
+
+        def op() -> tuple[int, str, str]:
+            _in, out, err = self.connect().exec_command(cmd, timeout=timeout)
+            o, e = out.read(), err.read()
+            return (
+                out.channel.recv_exit_status(),
+                o.decode(errors="replace"),
+                e.decode(errors="replace"),
+            )
+
+        return self.retry("run", op)
+
+    def check(self, cmd: str, *, timeout: float = 120.0) -> str:
+        code, out, err = self.run(cmd, timeout=timeout)
+        if code != 0:
+            raise TargetError(f"remote command failed ({code}): {cmd[:80]}: {err.strip()[-500:]}")
+        return out
+
+    def start_detached(self, cmd: str, log: str = "/dev/null") -> None:
+        """Start `cmd` in its own session, immune to hang-ups: it outlives this connection."""
+        wrapped = f"setsid nohup sh -c {shlex.quote(cmd)} > {shlex.quote(log)} 2>&1 < /dev/null &"
+        self.check(wrapped, timeout=30)
+
+    # ---- files ------------------------------------------------------------------------------
+
+    def upload(self, local: Path, remote: str) -> None:
+        def op() -> None:
+            self.sftp().put(str(local), remote)
+
+        self.retry("upload", op)
+
+    def write_bytes(self, remote: str, data: bytes, mode: int = 0o644) -> None:
+        """Write a remote file atomically (temp file + rename)."""
+        tmp = f"{remote}.launch-tmp"
+
+        def op() -> None:
+            sftp = self.sftp()
+            with sftp.open(tmp, "wb") as f:
+                f.write(data)
+            sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, remote)
+
+        self.retry("write", op)
+
+    def read_from(self, remote: str, offset: int, limit: int = 4 << 20) -> bytes | None:
+        """Up to `limit` bytes of a remote file from `offset`; None when it does not exist."""
+
+        def op() -> bytes | None:
+            try:
+                with self.sftp().open(remote, "rb") as f:
+                    f.seek(offset)
+                    return f.read(limit)
+            except FileNotFoundError:
+                return None
+
+        return self.retry("read", op)
+
+
+class SftpTree:
+    """`launcher.sync.RemoteTree` over SFTP, rooted at a remote folder."""
+
+    def __init__(self, conn: SshConn, root: str) -> None:
+        self.conn = conn
+        self.root = root.rstrip("/")
+        self._stats: dict[str, RemoteFile] = {}
+
+    def _abs(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def list_files(self) -> list[RemoteFile]:
+        def op() -> list[RemoteFile]:
+            sftp = self.conn.sftp()
+            found: list[RemoteFile] = []
+            todo = [""]
+            while todo:
+                rel = todo.pop()
+                try:
+                    entries = sftp.listdir_attr(self._abs(rel) if rel else self.root)
+                except FileNotFoundError:
+                    continue
+                for a in entries:
+                    child = f"{rel}/{a.filename}" if rel else a.filename
+                    mode = a.st_mode or 0
+                    if stat.S_ISDIR(mode):
+                        todo.append(child)
+                    elif stat.S_ISREG(mode):
+                        found.append(_remote_file(child, a))
+            found.sort(key=lambda f: f.path)
+            return found
+
+        return self.conn.retry("list", op)
+
+    @contextlib.contextmanager
+    def open(self, path: str) -> Generator[BinaryIO]:
+        f = self.conn.sftp().open(self._abs(path), "rb")
+        try:
+            f.prefetch()
+            yield cast("BinaryIO", f)
+        finally:
+            f.close()
+
+    def stat(self, path: str) -> RemoteFile | None:
+        def op() -> RemoteFile | None:
+            try:
+                found = _remote_file(path, self.conn.sftp().stat(self._abs(path)))
+            except FileNotFoundError:
+                return None
+            self._stats[path] = found
+            return found
+
+        return self.conn.retry("stat", op)
+
+    def sha256(self, path: str) -> str | None:
+        """The hash of what the last `stat` saw: a log still being appended to must not fail
+        the check of the part we copied, so only that many bytes are hashed, and a file
+        rewritten since (another mtime) gives None (not cheaply known)."""
+        seen = self._stats.get(path)
+        if seen is None:
+            return None
+        q = shlex.quote(self._abs(path))
+        cmd = f"head -c {seen.size} {q} | sha256sum && stat -c %Y {q}"
+        code, out, _err = self.conn.run(cmd, timeout=600)
+        words = out.split()
+        if code != 0 or len(words) < 3 or len(words[0]) != 64:
+            return None
+        if words[-1] != str(seen.mtime_ns // 1_000_000_000):
+            return None
+        return words[0]
+
+
+def _remote_file(path: str, a: paramiko.SFTPAttributes) -> RemoteFile:
+    mtime = a.st_mtime or 0
+    return RemoteFile(
+        path=str(PurePosixPath(path)), size=a.st_size or 0, mtime_ns=int(mtime * 1_000_000_000)
+    )

@@ -1,0 +1,196 @@
+"""`launch run --target vast` end to end against the Vast emulator, through the real CLI.
+
+The emulator runs in this process (`VastSim`, docker machines: each instance is a real container
+of the requested image with a real sshd); the launcher is a real subprocess pointed at it with
+`LAUNCH_VAST_URL`. Every test ends with no instance left in the emulator and no container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from launcher.sim.vast import VastSim
+from tests.conftest import launch_cmd
+from tests.sim import vast_fixtures
+from tests.sim.vast_fixtures import KEY
+
+vast_sim = vast_fixtures.vast_sim
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def vast(vast_sim: VastSim, base_image: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[VastSim]:
+    monkeypatch.setenv("LAUNCH_VAST_URL", vast_sim.url)
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    yield vast_sim
+    left = vast_sim.instances()
+    for row in left:  # never leak into the next test, but fail this one
+        vast_fixtures.api(vast_sim, "DELETE", f"/api/v0/instances/{row['id']}/", {})
+    assert not left, f"instances left behind: {[r['id'] for r in left]}"
+    assert not _sim_containers(vast_sim)
+
+
+def _sim_containers(sim: VastSim) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=launch.sim.owner={sim.owner}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+
+def launch(project: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*launch_cmd(), *args], cwd=project, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def record(project: Path, run: str = "last") -> dict:  # type: ignore[type-arg]
+    proc = launch(project, "status", run, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def status_of(project: Path) -> str | None:
+    proc = launch(project, "status", "last", "--json")
+    return json.loads(proc.stdout)["status"] if proc.returncode == 0 else None
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def run_args(base_image: str, *extra: str) -> list[str]:
+    return [
+        "run",
+        "jobs/hello.yaml",
+        "--target",
+        "vast",
+        "--profile",
+        "smoke",
+        "--set",
+        f"targets.vast.image={base_image}",
+        *extra,
+    ]
+
+
+def test_hello_runs_end_to_end_on_the_emulator(
+    project: Path, vast: VastSim, base_image: str
+) -> None:
+    proc = launch(project, *run_args(base_image))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    rec = record(project)
+    assert rec["status"] == "succeeded" and rec["exit_code"] == 0, rec
+    phases = [p["status"] for p in rec["phases"]]
+    for phase in ("provisioning", "uploading", "running", "pulling"):
+        assert phase in phases, phases
+    # the real $/h of the rented offer, and what the run cost at it
+    assert float(rec["price_per_hour"]) > 0
+    assert rec["cost_usd"] is not None and float(rec["cost_usd"]) > 0
+    out = Path(rec["output_dir"])
+    metrics = (out / "outputs" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [1, 2, 3]
+    assert any((out / "checkpoints").iterdir())
+    assert "epoch 3/3" in (out / "logs" / "job.log").read_text()
+    assert "epoch 1/3" in proc.stdout  # streamed while it ran
+    # the launcher's key pair: created once, private
+    key = Path(os.environ["LAUNCH_HOME"]) / "keys" / "vast_ed25519"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_create_whose_answer_is_lost_leaves_no_twin(
+    project: Path, vast: VastSim, base_image: str
+) -> None:
+    vast.fail_next_create(mode="lost", status=500)
+    proc = launch(project, *run_args(base_image))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert record(project)["status"] == "succeeded"
+    # the fixture checks that no instance (the lost one included) is left
+
+
+def test_kill_9_then_gc_destroys_the_instance(
+    project: Path, vast: VastSim, base_image: str
+) -> None:
+    launcher = subprocess.Popen(
+        [
+            *launch_cmd(),
+            *run_args(
+                base_image, "--set", "run=python3 -m hello.train --epochs 40 --epoch-seconds 0.5"
+            ),
+        ],  # fmt: skip
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: status_of(project) == "running", 120, "the job to run")
+        run_id = record(project)["id"]
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait(10)
+        assert vast.instances(), "the instance should outlive its launcher"
+        proc = launch(project, "gc", "--target", "vast", "--yes")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert run_id in proc.stdout
+        assert vast.instances() == []
+        rec = record(project, run_id)
+        assert rec["status"] in ("cancelled", "failed"), rec
+        assert any((Path(rec["output_dir"]) / "checkpoints").iterdir())
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+
+def test_preempted_run_resumes_on_another_offer_and_succeeds(
+    project: Path, vast: VastSim, base_image: str
+) -> None:
+    launcher = subprocess.Popen(
+        [
+            *launch_cmd(),
+            *run_args(
+                base_image,
+                "--set",
+                "run=python3 -m hello.train --epochs 14 --epoch-seconds 0.4",
+                "--set",
+                "outputs.sync_every=1s",
+            ),
+        ],  # fmt: skip
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: status_of(project) == "running", 120, "the job to run")
+        out = Path(record(project)["output_dir"])
+        wait_for(lambda: len(list((out / "checkpoints").glob("*"))) >= 2, 60, "pulled checkpoints")
+        [first] = [r["id"] for r in vast.instances()]
+        vast.preempt(first)
+        stdout, stderr = launcher.communicate(timeout=180)
+        assert launcher.returncode == 0, stdout + stderr
+        assert "pre-empted" in stderr
+        rec = record(project)
+        assert rec["status"] == "succeeded", rec
+        assert rec["handle"]["data"]["instance_id"] != first
+        assert rec["handle"]["data"]["preemptions"] == 1
+        summary = json.loads((out / "outputs" / "summary.json").read_text())
+        assert summary["epochs_done"] == 14
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)

@@ -1,0 +1,352 @@
+"""`VastTarget` and its client in-process against the Vast emulator: faults and edge cases.
+
+The end-to-end runs through the CLI live in test_vast_run.py; here the target is driven step by
+step (advance + status, as the orchestrator does) so each fault lands at a known moment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launcher.errors import TargetError, TargetUnavailableError
+from launcher.sim.vast import VastSim
+from launcher.spec import load_spec
+from launcher.state import RunHandle
+from launcher.targets.base import Phase, TargetStatus
+from launcher.targets.vast.client import VastClient
+from launcher.targets.vast.offers import offer_query
+from launcher.targets.vast.options import VastOptions
+from launcher.targets.vast.ssh import HostKeyChangedError
+from launcher.targets.vast.target import VastTarget
+from tests.conftest import REPO
+from tests.sim import vast_fixtures
+from tests.sim.vast_fixtures import KEY
+
+vast_sim = vast_fixtures.vast_sim
+
+
+class _Ledger:
+    def __init__(self) -> None:
+        self.intents: list[tuple[str, str]] = []
+        self.made: list[str | None] = []
+
+    def intent(self, kind: str, native_id: str, data: Mapping[str, Any] | None = None) -> int:
+        self.intents.append((kind, native_id))
+        return len(self.intents)
+
+    def created(self, ticket: int, native_id: str | None = None) -> None:
+        self.made.append(native_id)
+
+
+def _spec(*overrides: str) -> Any:
+    return load_spec(REPO / "jobs" / "hello.yaml", profile="smoke", overrides=list(overrides))
+
+
+@pytest.fixture
+def target(vast_sim: VastSim, base_image: str, launch_home: Path) -> Iterator[VastTarget]:
+    t = VastTarget(launch_home, client=VastClient(vast_sim.url, KEY, sleep=lambda _s: None))
+    yield t
+    left = vast_sim.instances()
+    for row in left:
+        vast_fixtures.api(vast_sim, "DELETE", f"/api/v0/instances/{row['id']}/", {})
+    assert not left, f"instances left behind: {[r['id'] for r in left]}"
+
+
+def _submit(target: VastTarget, base_image: str, tmp: Path, *overrides: str) -> RunHandle:
+    spec = _spec(f"targets.vast.image={base_image}", *overrides)
+    prepared = target.prepare(spec, f"t-{time.monotonic_ns()}", tmp)
+    ledger = _Ledger()
+    handle = target.submit(prepared, ledger)
+    assert ledger.intents == [("instance", f"launch-{prepared.run_id}")]
+    assert ledger.made == [str(handle.data["instance_id"])]
+    return handle
+
+
+def _drive(
+    target: VastTarget, handle: RunHandle, until: set[Phase], timeout: float = 60
+) -> tuple[RunHandle, TargetStatus]:
+    """advance + status, as the orchestrator polls, until the phase is one of `until`."""
+    end = time.monotonic() + timeout
+    st = target.status(handle)
+    while time.monotonic() < end:
+        handle = target.advance(handle, _Ledger()) or handle
+        st = target.status(handle)
+        if st.phase in until:
+            return handle, st
+        time.sleep(0.2)
+    raise AssertionError(f"still {st.phase} after {timeout}s: {st.message}")
+
+
+# ---- offers and the client ----------------------------------------------------------------------
+
+
+def test_offer_query_holds_every_hard_need_of_the_job() -> None:
+    spec = _spec(
+        "resources.gpu.count=1",
+        "resources.gpu.types=[RTX_4090, T4]",
+        "resources.gpu.min_vram_gb=16",
+        "resources.disk_gb=50",
+    )
+    opts = VastOptions(max_dph=0.8, min_reliability=0.98, min_cuda="12.1", min_inet_down_mbps=200)
+    q = offer_query(spec, opts)
+    assert q["num_gpus"] == {"eq": 1}
+    assert q["gpu_name"] == {"in": ["RTX 4090", "Tesla T4"]}
+    assert q["gpu_ram"] == {"gte": 16000}
+    assert q["disk_space"] == {"gte": 50.0} and q["allocated_storage"] == 50.0
+    assert q["cuda_max_good"] == {"gte": 12.1}
+    assert q["reliability"] == {"gte": 0.98}
+    assert q["dph_total"] == {"lte": 0.8}
+    assert q["inet_down"] == {"gte": 200}
+    assert q["type"] == "on-demand" and q["order"] == [["dph_total", "asc"]]
+    assert offer_query(spec, VastOptions(interruptible=True))["type"] == "bid"
+
+
+def test_search_through_the_emulator_filters_and_orders(vast_sim: VastSim) -> None:
+    spec = _spec("resources.gpu.count=1", "resources.gpu.types=[RTX_4090]")
+    offers = VastClient(vast_sim.url, KEY).search_offers(
+        offer_query(spec, VastOptions(min_reliability=0.99))
+    )
+    assert offers and {o["gpu_name"] for o in offers} == {"RTX 4090"}
+    assert all(o["reliability"] >= 0.99 for o in offers)
+    prices = [o["dph_total"] for o in offers]
+    assert prices == sorted(prices)
+
+
+def test_client_retries_429_and_5xx_honouring_retry_after(vast_sim: VastSim) -> None:
+    waits: list[float] = []
+    client = VastClient(vast_sim.url, KEY, sleep=waits.append)
+    vast_sim.fail_next(2, 429, retry_after=3)
+    assert client.search_offers({"limit": 1})
+    assert waits == [3, 3]
+    vast_sim.fail_next(client.retries + 1, 503, retry_after=None)  # all of them, no more
+    with pytest.raises(TargetError, match="503"):
+        client.search_offers({"limit": 1})
+    assert len(waits) == 2 + client.retries  # bounded, backing off
+    assert waits[2:] == sorted(waits[2:]) and waits[-1] > waits[2]
+
+
+def test_a_missing_api_key_says_where_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VAST_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(TargetUnavailableError) as e:
+        VastClient("http://127.0.0.1:9")
+    assert "manage-keys" in (e.value.hint or "")
+    assert not VastTarget.check().ok
+
+
+def test_a_wrong_key_is_a_clear_error(vast_sim: VastSim) -> None:
+    with pytest.raises(TargetUnavailableError, match="refused the API key"):
+        VastClient(vast_sim.url, "wrong-key").search_offers({})
+
+
+# ---- faults on a running instance ---------------------------------------------------------------
+
+
+def test_a_changed_host_key_is_refused(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
+) -> None:
+    handle = _submit(target, base_image, tmp_path, "run=sleep 30")
+    handle, _st = _drive(target, handle, {Phase.RUNNING})
+    assert handle.data["host_key"].startswith("ssh-ed25519 ")
+    iid = handle.data["instance_id"]
+    container = vast_sim.machine_handle(iid)
+    assert container
+    # the machine now answers with other host keys (a different machine, or a MITM)
+    subprocess.run(
+        ["docker", "exec", container, "sh", "-c", "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A"],
+        check=True,
+        capture_output=True,
+    )
+    vast_sim.drop_ssh(iid)
+    vast_sim.restore_ssh(iid)
+    fresh = VastTarget(launch_home, client=target.client)  # e.g. `launch pull` later
+    with pytest.raises(HostKeyChangedError, match="host key"):
+        fresh.pull(handle, tmp_path / "out")
+    target.cleanup(handle)
+
+
+def test_preemption_mid_run_reads_as_lost_and_cleanup_frees_it(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    handle = _submit(
+        target, base_image, tmp_path, "run=python3 -m hello.train --epochs 60 --epoch-seconds 0.5"
+    )
+    handle, _st = _drive(target, handle, {Phase.RUNNING})
+    vast_sim.preempt(handle.data["instance_id"])
+    # status() alone (no advance(), which would move the job elsewhere) reads it as lost
+    vast_fixtures.wait_for("LOST", lambda: target.status(handle).phase is Phase.LOST, 10)
+    st = target.status(handle)
+    assert st.phase is Phase.LOST and "pre-empted" in st.message
+    target.cleanup(handle)
+    target.cleanup(handle)  # idempotent, silent when gone
+    assert vast_sim.instance(handle.data["instance_id"]) is None
+
+
+def test_ssh_drop_mid_log_loses_and_doubles_no_line(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    handle = _submit(
+        target, base_image, tmp_path, "run=python3 -m hello.train --epochs 8 --epoch-seconds 0.5"
+    )
+    handle, _st = _drive(target, handle, {Phase.RUNNING})
+    iid = handle.data["instance_id"]
+    lines: list[str] = []
+    cursor = 0
+    dropped = False
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        got, cursor = target.read_logs(handle, cursor)
+        lines += [ln.text for ln in got]
+        if not dropped and any(t.startswith("epoch 2/") for t in lines):
+            vast_sim.drop_ssh(iid)
+            st = target.status(handle)
+            assert st.phase is Phase.RUNNING, st  # unreachable is not lost (yet)
+            vast_sim.restore_ssh(iid)
+            dropped = True
+        if target.status(handle).finished:
+            got, cursor = target.read_logs(handle, cursor)
+            lines += [ln.text for ln in got]
+            break
+        time.sleep(0.3)
+    assert dropped
+    epochs = [t.split()[1] for t in lines if t.startswith("epoch ")]
+    assert epochs == [f"{i}/8" for i in range(1, 9)]
+    target.cleanup(handle)
+
+
+def test_an_instance_that_dies_before_the_job_starts_is_replaced_never_doubled(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    handle = _submit(target, base_image, tmp_path)
+    first = handle.data["instance_id"]
+    # its container dies before the job starts: actual_status "exited". (Wait for the machine
+    # first: the emulator's exit() before boot holds the instance lock that boot needs.)
+    vast_fixtures.wait_for("a machine", lambda: vast_sim.machine_handle(first), 30)
+    vast_sim.exit(first)
+    seen: set[int] = set()
+    end = time.monotonic() + 60
+    st = TargetStatus(phase=Phase.PROVISIONING)
+    while time.monotonic() < end and not st.finished:
+        handle = target.advance(handle, _Ledger()) or handle  # before status, as polled
+        live = [r["id"] for r in vast_sim.instances()]
+        assert len(live) <= 1, f"two instances for one run: {live}"
+        seen.update(live)
+        st = target.status(handle)
+        time.sleep(0.2)
+    assert st.phase is Phase.DONE, st
+    assert handle.data["instance_id"] != first and handle.data["replacements"] == 1
+    assert vast_sim.instance(first) is None
+    assert handle.data["offer_id"] in handle.data["tried"] and len(handle.data["tried"]) == 2
+    target.cleanup(handle)
+
+
+def test_cancel_stops_the_job_with_a_checkpoint_and_pulls_are_incremental(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    handle = _submit(
+        target, base_image, tmp_path, "run=python3 -m hello.train --epochs 60 --epoch-seconds 0.3"
+    )
+    handle, st = _drive(target, handle, {Phase.RUNNING})
+    dest = tmp_path / "out"
+    end = time.monotonic() + 60
+    while not target.pull(handle, dest).copied or not any((dest / "checkpoints").glob("*")):
+        assert time.monotonic() < end, "no checkpoint pulled"
+        time.sleep(0.5)
+    target.cancel(handle)
+    target.cancel(handle)  # idempotent
+    handle, st = _drive(target, handle, {Phase.STOPPED, Phase.DONE, Phase.FAILED, Phase.LOST})
+    assert st.phase is Phase.STOPPED and st.stop_reason in ("signal", "control"), st
+    first = target.pull(handle, dest)
+    assert first.copied  # the final checkpoint and log
+    again = target.pull(handle, dest)
+    assert again.copied == [] and again.skipped_unchanged > 0
+    assert (dest / "status.json").is_file() and (dest / "logs" / "job.log").is_file()
+    target.cleanup(handle)
+
+
+def test_gc_destroys_a_labelled_instance_no_run_knows(
+    vast_sim: VastSim, base_image: str, launch_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launcher import api
+
+    monkeypatch.setenv("LAUNCH_VAST_URL", vast_sim.url)
+    monkeypatch.setenv("VAST_API_KEY", KEY)
+    made = vast_fixtures.Instances(vast_sim)
+    iid = made.create(image=base_image, label="launch-ghost-123456")
+    other = made.create(image=base_image, label="not-ours")
+    try:
+        for i in (iid, other):  # booted (a destroy mid-boot races in the emulator's docker)
+            vast_fixtures.wait_status(vast_sim, i, "running")
+        session = api.Session(home=launch_home)
+        actions = api.plan_gc(session, ["vast"])
+        assert [(a.kind, a.native_id) for a in actions] == [("remove-stray", str(iid))]
+        api.apply_gc(session, actions)
+        assert vast_sim.instance(iid) is None and vast_sim.instance(other) is not None
+    finally:
+        made.destroy_all()
+
+
+def test_preempted_mid_run_resumes_on_another_offer_from_the_pulled_checkpoint(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    import json
+
+    n = 16
+    handle = _submit(
+        target,
+        base_image,
+        tmp_path,
+        f"run=python3 -m hello.train --epochs {n} --epoch-seconds 0.3",
+    )
+    handle, st = _drive(target, handle, {Phase.RUNNING})
+    first = handle.data["instance_id"]
+    dest = tmp_path / "out"
+    cursor = 0
+    texts: list[str] = []
+    end = time.monotonic() + 60
+    while len(list((dest / "checkpoints").glob("*"))) < 2:
+        assert time.monotonic() < end, "no checkpoint pulled"
+        got, cursor = target.read_logs(handle, cursor)
+        texts += [ln.text for ln in got]
+        target.pull(handle, dest)
+        time.sleep(0.3)
+    vast_sim.preempt(first)
+    end = time.monotonic() + 120
+    while True:  # as the orchestrator polls: advance, status, logs, periodic pull
+        assert time.monotonic() < end, st
+        handle = target.advance(handle, _Ledger()) or handle
+        assert len(vast_sim.instances()) <= 1, "two instances for one run"
+        st = target.status(handle)
+        got, cursor = target.read_logs(handle, cursor)
+        texts += [ln.text for ln in got]
+        if st.finished:
+            break
+        target.pull(handle, dest)
+        time.sleep(0.3)
+    assert st.phase is Phase.DONE, st
+    assert handle.data["instance_id"] != first and handle.data["preemptions"] == 1
+    assert vast_sim.instance(first) is None
+    target.pull(handle, dest)
+    assert any(t.startswith("resuming from") or "resum" in t for t in texts), texts
+    summary = json.loads((dest / "outputs" / "summary.json").read_text())
+    assert summary["epochs_done"] == n
+    # every epoch was run and streamed (the moved job started after its newest checkpoint)
+    streamed = {int(t.split()[1].split("/")[0]) for t in texts if t.startswith("epoch ")}
+    assert streamed == set(range(1, n + 1))
+    # NOTE: metrics.jsonl may miss the epoch between the last pulled metrics line and the last
+    # pulled checkpoint (two files, pulled one after the other); checkpoints are never lost.
+    metrics = [
+        json.loads(x)["epoch"]
+        for x in (dest / "outputs" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert metrics[-1] == n and metrics[0] == 1
+    assert (dest / "logs" / f"job.{first}.log").is_file()  # the first attempt's log is kept
+    target.cleanup(handle)
