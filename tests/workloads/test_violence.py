@@ -1,0 +1,283 @@
+"""The violence workload (workloads/violence), run for real as `python -m violence.train`
+subprocesses with real TensorFlow (tensorflow-cpu) on synthetic video files, at tiny sizes.
+
+TensorFlow cannot share the project virtualenv (it pins torch/numpy for the other workloads), so
+a session fixture builds one from images/violence/requirements-cpu.txt, once per machine, under
+``$LAUNCH_CACHE/test-venvs/violence-<hash>`` (~1.8 GB, ~30 s from PyPI), and fails loudly if it
+cannot.
+
+Checked: a smoke run's outputs (metrics, summary, checkpoints, best model, feature cache); a
+second run reads every feature from the cache without running VGG19, and logs and skips corrupt
+videos; SIGTERM -> checkpoint + 143 -> resume with no epoch lost or repeated and the same numbers
+as an uninterrupted run, also in a fresh output dir under mixed_float16 (loss-scale state);
+MirroredStrategy over two logical CPUs; a missing --data-dir and an unusable checkpoint -> exit 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WORKLOAD = REPO / "workloads" / "violence"
+REQUIREMENTS = REPO / "images" / "violence" / "requirements-cpu.txt"
+# 4 clips per class (1 of each held out), 8 frames of 64x64: VGG19 takes ~2 s on 2 cores
+TINY = ("--smoke", "--synthetic", "4")
+
+
+@pytest.fixture(scope="session")
+def tf_python() -> Path:
+    """python of a virtualenv with requirements-cpu.txt installed, keyed by its content."""
+    cache = Path(os.environ.get("LAUNCH_CACHE", Path.home() / ".cache" / "launch"))
+    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    env_dir = cache / "test-venvs" / f"violence-{key}"
+    python = env_dir / "bin" / "python"
+    if (env_dir / ".ready").exists() and python.exists():
+        return python
+    tmp = env_dir.with_name(f"{env_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(tmp)
+    proc = subprocess.run(
+        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(
+            f"could not install {REQUIREMENTS.name} into a test virtualenv (tensorflow-cpu, "
+            f"opencv-python-headless from PyPI or a local mirror):\n{proc.stderr[-3000:]}",
+            pytrace=False,
+        )
+    (tmp / ".ready").touch()
+    shutil.rmtree(env_dir, ignore_errors=True)
+    tmp.rename(env_dir)  # python is a symlink to the base interpreter: the rename is safe
+    return python
+
+
+def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
+    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
+    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    if resume is not None:
+        env["LAUNCH_RESUME_FROM"] = str(resume)
+    return env
+
+
+def train(
+    python: Path, tmp: Path, *args: str, resume: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(python), "-m", "violence.train", *args],
+        cwd=WORKLOAD,
+        env=_env(tmp, resume),
+        capture_output=True,
+        text=True,
+        errors="replace",  # ffmpeg echoes bytes of a garbage file into its messages
+        timeout=120,
+    )
+
+
+def metrics(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One data dir and one feature cache for the module: only the first run pays for VGG19."""
+    base = tmp_path_factory.mktemp("violence")
+    return {"data": base / "videos", "cache": base / "feature_cache"}
+
+
+def common(shared: dict[str, Path]) -> tuple[str, ...]:
+    return (*TINY, "--data-dir", str(shared["data"]), "--feature-cache", str(shared["cache"]))
+
+
+def test_smoke_run_writes_outputs_checkpoints_and_the_feature_cache(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    proc = train(tf_python, tmp_path, *common(shared), "--epochs", "2")
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert took < 60, f"smoke run took {took:.1f}s"
+    assert "features: 8 videos extracted by VGG19, 0 from cache" in proc.stdout
+    out = tmp_path / "outputs"
+    rows = metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    keys = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    for r in rows:
+        assert keys | {"samples_per_s", "val_auc"} <= r.keys()
+        assert r["samples_per_s"] > 0 and 0 <= r["val_accuracy"] <= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    assert summary["device"] == "cpu" and summary["precision"] == "float32"
+    assert summary["xla"] is False and summary["resumed_from"] is None
+    assert summary["samples_per_s"] > 0 and summary["replicas"] == 1
+    assert summary["train_videos"] == 6 and summary["val_videos"] == 2
+    assert summary["features"]["extracted"] == 8 and summary["skipped_videos"] == []
+
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert {"ckpt-epoch-0001.npz", "ckpt-epoch-0002.npz", "ckpt-best.npz"} == set(ckpts)
+    assert (out / "best_model.keras").is_file() and (out / "training.log").is_file()
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    # one cache file per video, written as real videos by OpenCV
+    assert len(list(shared["cache"].glob("*.npz"))) == 8
+    assert len(list(shared["data"].rglob("*.avi"))) == 8
+
+
+def test_a_rerun_reads_the_feature_cache_and_skips_corrupt_videos(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    train_dir = shared["data"] / "train"
+    if not train_dir.is_dir():  # run alone: make the data (and the cache) first
+        assert (
+            train(tf_python, tmp_path / "first", *common(shared), "--epochs", "1").returncode == 0
+        )
+    fight = train_dir / "Fight"
+    good = sorted(fight.glob("*.avi"))[0]
+    (fight / "zz_empty.mp4").write_bytes(b"")
+    (fight / "zz_garbage.avi").write_bytes(os.urandom(4096))
+    (fight / "zz_truncated.avi").write_bytes(good.read_bytes()[:200])  # header only
+    try:
+        proc = train(tf_python, tmp_path, *common(shared), "--epochs", "1")
+    finally:
+        for name in ("zz_empty.mp4", "zz_garbage.avi", "zz_truncated.avi"):
+            (fight / name).unlink()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the CNN never ran: every usable video came from the cache
+    assert "features: 0 videos extracted by VGG19, 8 from cache" in proc.stdout
+    assert "3 skipped" in proc.stdout
+    for name in ("zz_empty.mp4", "zz_garbage.avi", "zz_truncated.avi"):
+        assert f"skipping corrupt or unreadable video {fight / name}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((tmp_path / "outputs" / "summary.json").read_text())
+    assert summary["features"]["extracted"] == 0 and summary["features"]["cached"] == 8
+    assert sorted(Path(p).name for p in summary["skipped_videos"]) == [
+        "zz_empty.mp4",
+        "zz_garbage.avi",
+        "zz_truncated.avi",
+    ]
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    args = (*common(shared), "--epochs", "4")
+    ref = train(tf_python, tmp_path / "ref", *args)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [str(tf_python), "-m", "violence.train", *args, "--epoch-seconds", "1.5"],
+        cwd=WORKLOAD,
+        env=_env(run),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        m = run / "outputs" / "metrics.jsonl"
+        while not (m.exists() and len(m.read_text().splitlines()) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "no 2nd epoch"
+            time.sleep(0.05)
+        t_sig = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+        exit_seconds = time.monotonic() - t_sig
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stdout + stderr
+    assert exit_seconds < 5, f"took {exit_seconds:.1f}s to stop after SIGTERM"
+    stopped_at = len(metrics(run / "outputs"))
+    assert 2 <= stopped_at < 4
+    assert f"checkpoint saved on SIGTERM at epoch {stopped_at}" in stdout
+    ckpt = run / "checkpoints" / f"ckpt-epoch-{stopped_at:04d}.npz"
+    assert ckpt.is_file()
+    summary = json.loads((run / "outputs" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["epochs_done"] == stopped_at
+
+    # a run killed -9 after its metrics line but before its checkpoint leaves a line ahead
+    with open(run / "outputs" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": stopped_at + 1, "loss": 99.0}) + "\n")
+    resumed = train(tf_python, run, *args, resume=ckpt)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from epoch {stopped_at}" in resumed.stdout
+    rows = metrics(run / "outputs")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]  # none lost, none repeated
+    assert json.loads((run / "outputs" / "summary.json").read_text())["resumed_from"] == stopped_at
+    # the resumed run continues exactly where the uninterrupted one went
+    for got, exp in zip(rows, metrics(tmp_path / "ref" / "outputs"), strict=True):
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert got[k] == pytest.approx(exp[k], rel=1e-4, abs=1e-6), (got["epoch"], k)
+
+
+def test_missing_data_or_unusable_checkpoint_exits_2_with_a_message(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = train(tf_python, tmp_path, "--epochs", "1")
+    assert proc.returncode == 2
+    assert "--data-dir DIR is required" in proc.stderr and "Traceback" not in proc.stderr
+    nowhere = tmp_path / "nowhere"
+    proc = train(tf_python, tmp_path, "--data-dir", str(nowhere))
+    assert proc.returncode == 2
+    assert f"--data-dir {nowhere} does not exist" in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = train(tf_python, tmp_path, "--data-dir", str(empty))
+    assert proc.returncode == 2 and "no videos in Fight/NonFight" in proc.stderr
+
+    bad = tmp_path / "ckpt-epoch-0003.npz"
+    bad.write_bytes(b"not a checkpoint")
+    proc = train(tf_python, tmp_path, *common(shared), "--epochs", "1", resume=bad)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"cannot resume from {bad}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mirrored_strategy_over_two_logical_cpus(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """The multi-GPU path (MirroredStrategy, per-replica batches, all-reduce) without a GPU:
+    --cpu-replicas 2 splits the CPU into two logical devices."""
+    proc = train(tf_python, tmp_path, *common(shared), "--epochs", "1", "--cpu-replicas", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 replica(s)" in proc.stdout
+    summary = json.loads((tmp_path / "outputs" / "summary.json").read_text())
+    assert summary["replicas"] == 2 and summary["epochs_done"] == 1
+    assert [r["epoch"] for r in metrics(tmp_path / "outputs")] == [1]
+
+
+def test_resume_elsewhere_under_mixed_float16_matches_the_uninterrupted_run(
+    tf_python: Path, shared: dict[str, Path], tmp_path: Path
+) -> None:
+    """A checkpoint carries the loss-scale state of mixed_float16 and the metrics so far: resumed
+    on "another machine" (an empty output dir), the run repeats the uninterrupted one."""
+    args = (*common(shared), "--epochs", "2", "--precision", "mixed_float16")
+    ref = train(tf_python, tmp_path / "ref", *args)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    ckpt = tmp_path / "ref" / "checkpoints" / "ckpt-epoch-0001.npz"
+    again = train(tf_python, tmp_path / "elsewhere", *args, resume=ckpt)
+    assert again.returncode == 0, again.stdout + again.stderr
+    got, want = metrics(tmp_path / "elsewhere" / "outputs"), metrics(tmp_path / "ref" / "outputs")
+    assert [r["epoch"] for r in got] == [1, 2]
+    for g, w in zip(got, want, strict=True):
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (g["epoch"], k)
+    summary = json.loads((tmp_path / "elsewhere" / "outputs" / "summary.json").read_text())
+    assert summary["precision"] == "mixed_float16" and summary["resumed_from"] == 1
