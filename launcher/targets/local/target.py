@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel
 
 from launcher import agent as agent_mod
-from launcher.bundle import build_bundle, extract_bundle
+from launcher.bundle import extract_bundle
 from launcher.errors import SubmitError, TargetUnavailableError
 from launcher.state import RunHandle
 from launcher.sync import LocalTree, PullResult, atomic_write_text, pull_tree
@@ -32,6 +32,7 @@ from launcher.targets.base import (
     Target,
     TargetStatus,
 )
+from launcher.targets.jobfiles import agent_config, job_bundle
 from launcher.targets.local import process
 
 CONTAINER_ROOT = "/launch"
@@ -127,16 +128,7 @@ class LocalTarget(Target):
                 hint="export them before `launch run`; their values never enter the bundle",
             )
         gpus = self._gpus(spec, runtime)
-        job_json = json.dumps(spec.resolved_dict(), sort_keys=True, indent=1)
-        bundle = build_bundle(
-            spec.workload_path,
-            self.home / "bundles",
-            {"agent.py": Path(agent_mod.__file__).read_bytes(), "job.json": job_json.encode()},
-        )
-        for skipped in bundle.skipped_secrets:
-            self.notify(f"left out of the bundle (looks like a secret): {skipped}")
-        for warning in bundle.warnings:
-            self.notify(warning)
+        bundle = job_bundle(spec, self.home, self.notify)
         image: str | None = None
         python: str | None = None
         if runtime == "docker":
@@ -171,16 +163,7 @@ class LocalTarget(Target):
             if not src.exists():
                 raise SubmitError(f"input path {src} does not exist")
             inputs[item.name] = str(src)
-        limits = spec.limits
-        config = {
-            "command": spec.run,
-            "workdir": "workload",
-            "env": dict(spec.env),
-            "time_limit_s": limits.max_hours * 3600 if limits.max_hours else None,
-            "stop_margin_s": min(60.0, limits.grace_seconds * 2),
-            "grace_s": limits.grace_seconds,
-            "heartbeat_s": 2,
-        }
+        config = agent_config(spec)
         return Prepared(
             run_id=run_id,
             bundle_path=bundle.path,

@@ -11,7 +11,6 @@ The instance's workspace (layout, upload, agent start, status.json) is in `works
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from launcher import agent as agent_mod
-from launcher.bundle import build_bundle
 from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
 from launcher.state import RunHandle
 from launcher.sync import PullResult, pull_tree
 from launcher.targets.base import CheckResult, Ledger, LogLine, Phase, Prepared, Target
 from launcher.targets.base import TargetStatus as TS
+from launcher.targets.jobfiles import agent_config, job_bundle
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.client import VastClient, api_key, api_url
 from launcher.targets.vast.options import VastOptions
@@ -172,26 +171,8 @@ class VastTarget(Target):
                 "the vast target does not ship job inputs yet",
                 hint="bake the data into the image or download it in the job",
             )
-        job_json = json.dumps(spec.resolved_dict(), sort_keys=True, indent=1)
-        bundle = build_bundle(
-            spec.workload_path,
-            self.home / "bundles",
-            {"agent.py": Path(agent_mod.__file__).read_bytes(), "job.json": job_json.encode()},
-        )
-        for skipped in bundle.skipped_secrets:
-            self.notify(f"left out of the bundle (looks like a secret): {skipped}")
-        for warning in bundle.warnings:
-            self.notify(warning)
-        limits = spec.limits
-        config = {
-            "command": spec.run,
-            "workdir": "workload",
-            "env": dict(spec.env),
-            "time_limit_s": limits.max_hours * 3600 if limits.max_hours else None,
-            "stop_margin_s": min(60.0, limits.grace_seconds * 2),
-            "grace_s": limits.grace_seconds,
-            "heartbeat_s": 2,
-        }
+        bundle = job_bundle(spec, self.home, self.notify)
+        config = agent_config(spec)
         return Prepared(
             run_id=run_id,
             bundle_path=bundle.path,
