@@ -6,6 +6,7 @@ step (advance + status, as the orchestrator does) so each fault lands at a known
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -338,15 +339,19 @@ def test_preempted_mid_run_resumes_on_another_offer_from_the_pulled_checkpoint(
     assert any(t.startswith("resuming from") or "resum" in t for t in texts), texts
     summary = json.loads((dest / "outputs" / "summary.json").read_text())
     assert summary["epochs_done"] == n
-    # every epoch was run and streamed (the moved job started after its newest checkpoint)
+    # every epoch ran once and its line reached us: streamed live, or (for lines printed on the
+    # pre-empted machine after the last read) in that attempt's kept log
     streamed = {int(t.split()[1].split("/")[0]) for t in texts if t.startswith("epoch ")}
-    assert streamed == set(range(1, n + 1))
-    # NOTE: metrics.jsonl may miss the epoch between the last pulled metrics line and the last
-    # pulled checkpoint (two files, pulled one after the other); checkpoints are never lost.
+    kept_log = (dest / "logs" / f"job.{first}.log").read_text()
+    kept = {int(m) for m in re.findall(r" epoch (\d+)/\d+ ", kept_log)}
+    assert streamed | kept == set(range(1, n + 1)), (sorted(streamed), sorted(kept))
+    # Checkpoints are written atomically and never lost. metrics.jsonl is appended every epoch:
+    # lines the pre-empted machine wrote after the last stable pull are gone with it (a pull never
+    # installs a file that changed mid-copy), so only order and the end are guaranteed here.
     metrics = [
         json.loads(x)["epoch"]
         for x in (dest / "outputs" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert metrics[-1] == n and metrics[0] == 1
+    assert metrics == sorted(set(metrics)) and metrics[-1] == n, metrics
     assert (dest / "logs" / f"job.{first}.log").is_file()  # the first attempt's log is kept
     target.cleanup(handle)
