@@ -190,9 +190,7 @@ class Orchestrator:
             finally:
                 self._fail(run_id, FailureReason.SUBMIT_FAILED, e)
             raise
-        self.store.update(
-            run_id, handle=handle, price_per_hour=prepared.data.get("price_per_hour")
-        )
+        self.store.update(run_id, handle=handle, price_per_hour=handle.price_per_hour)
         return self.store.get(run_id)
 
     def _release_recorded(self, run_id: str) -> None:
@@ -275,7 +273,7 @@ class Orchestrator:
             advanced = self.target.advance(handle, ledger)
             if advanced is not None:
                 handle = advanced
-                self.store.update(run_id, handle=handle)
+                self.store.update(run_id, handle=handle, price_per_hour=handle.price_per_hour)
             st = self.target.status(handle)
             lines, cursor = self.target.read_logs(handle, cursor)
             for line in lines:

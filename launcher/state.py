@@ -116,6 +116,8 @@ class RunHandle(_Stored):
     target: str
     run_id: str
     data: dict[str, Any] = Field(default_factory=dict)
+    # what the machine behind this handle costs; a new machine (a pre-emption move) brings its own
+    price_per_hour: Decimal | None = None
 
 
 class StatusEvent(_Stored):

@@ -105,6 +105,7 @@ def test_demo_job_end_to_end(project: Path, runtime: str, launch_home: Path) -> 
     assert "Traceback" not in proc.stderr
     rec = record(project)
     assert rec["status"] == "succeeded" and rec["exit_code"] == 0
+    assert float(rec["price_per_hour"]) == 0 and float(rec["cost_usd"]) == 0  # reports compare at $0
     phases = [p["status"] for p in rec["phases"]]
     assert phases[:2] == ["pending", "preparing"] and phases[-1] == "pulling"
     assert "running" in phases

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
@@ -32,7 +33,7 @@ from launcher.targets.base import (
     Target,
     TargetStatus,
 )
-from launcher.targets.jobfiles import agent_config, job_bundle
+from launcher.targets.jobfiles import agent_config, agent_phase, job_bundle, parse_log_chunk
 from launcher.targets.local import process
 
 CONTAINER_ROOT = "/launch"
@@ -176,8 +177,6 @@ class LocalTarget(Target):
                 "python": python,
                 "agent": config,
                 "inputs": inputs,
-                # this machine costs nothing by the hour; reports compare it at $0
-                "price_per_hour": "0",
             },
         )
 
@@ -238,7 +237,7 @@ class LocalTarget(Target):
         )
         ledger.created(ticket)
         handle = LocalHandle(runtime="docker", root=str(root), container=name)
-        return RunHandle(target=self.name, run_id=prepared.run_id, data=handle.model_dump())
+        return self._handle(prepared.run_id, handle)
 
     def _submit_process(
         self, prepared: Prepared, root: Path, secrets: dict[str, str], ledger: Ledger
@@ -266,7 +265,13 @@ class LocalTarget(Target):
         self._children[proc.pid] = proc
         ledger.created(ticket, native_id=f"{proc.pid}:{ticks}")
         handle = LocalHandle(runtime="process", root=str(root), pid=proc.pid, pid_ticks=ticks)
-        return RunHandle(target=self.name, run_id=prepared.run_id, data=handle.model_dump())
+        return self._handle(prepared.run_id, handle)
+
+    def _handle(self, run_id: str, handle: LocalHandle) -> RunHandle:
+        # this machine costs nothing by the hour; reports compare it at $0
+        return RunHandle(
+            target=self.name, run_id=run_id, data=handle.model_dump(), price_per_hour=Decimal(0)
+        )
 
     # ---- watch ------------------------------------------------------------------------------
 
@@ -288,29 +293,18 @@ class LocalTarget(Target):
             assert h.pid is not None
             running = process.alive(h.pid, h.pid_ticks, self._children.get(h.pid))
             coarse, code, native = ("running" if running else "exited"), None, ""
-        if coarse in ("exited", "missing") and st.get("phase") == "exited":
-            code = st.get("exit_code", code)
-        common: dict[str, Any] = {
-            "heartbeat_at": st.get("heartbeat_at"),
-            "last_checkpoint": st.get("last_checkpoint"),
-            "last_metrics": st.get("last_metrics"),
-            "stop_reason": st.get("stop_reason"),
-        }
         if coarse in ("running", "starting", "unknown"):
-            phase = Phase.RUNNING if st.get("phase") in ("running", "stopping") else Phase.STARTING
-            return TargetStatus(phase=phase, message=native, **common)
-        if coarse == "lost" or code is None:
+            return agent_phase(st, alive=True)
+        if st.get("phase") == "exited":
+            return agent_phase(st, alive=False)
+        if coarse == "exited" and code is not None:
+            # the agent never reported (e.g. no python3 in the image): docker's code is all we have
             return TargetStatus(
-                phase=Phase.LOST, message=f"the job vanished ({native or 'gone'})", **common
+                phase=Phase.FAILED,
+                exit_code=code,
+                message=f"the agent exited {code} before it could report; see `docker logs`",
             )
-        if st.get("stop_reason"):
-            # asked to stop (cancel, time limit): stopped early even when it exited 0
-            return TargetStatus(phase=Phase.STOPPED, exit_code=code, **common)
-        if code == 0:
-            return TargetStatus(phase=Phase.DONE, exit_code=0, **common)
-        return TargetStatus(
-            phase=Phase.FAILED, exit_code=code, message=f"exit code {code}", **common
-        )
+        return TargetStatus(phase=Phase.LOST, message=f"the job vanished ({native or 'gone'})")
 
     def read_logs(self, handle: RunHandle, cursor: int) -> tuple[list[LogLine], int]:
         path = Path(LocalHandle.model_validate(handle.data).root) / agent_mod.LOG_FILE
@@ -320,14 +314,8 @@ class LocalTarget(Target):
                 chunk = f.read()
         except FileNotFoundError:
             return [], cursor
-        end = chunk.rfind(b"\n") + 1  # only whole lines; the rest is read next time
-        lines: list[LogLine] = []
-        # split on "\n" only: the agent ends lines there, and text may hold \x0c or \u2028
-        for raw in chunk[: end - 1].decode("utf-8", "replace").split("\n") if end else ():
-            parsed = agent_mod.parse_log_line(raw)
-            if parsed is not None:
-                lines.append(LogLine(at=parsed[0], stream=parsed[1], text=parsed[2]))
-        return lines, cursor + end
+        lines, used = parse_log_chunk(chunk)
+        return lines, cursor + used
 
     def pull(self, handle: RunHandle, dest: Path) -> PullResult:
         root = Path(LocalHandle.model_validate(handle.data).root)

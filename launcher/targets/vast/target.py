@@ -15,6 +15,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -24,7 +25,7 @@ from launcher.state import RunHandle
 from launcher.sync import PullResult, pull_tree
 from launcher.targets.base import CheckResult, Ledger, LogLine, Phase, Prepared, Target
 from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_config, job_bundle
+from launcher.targets.jobfiles import agent_config, agent_phase, job_bundle, parse_log_chunk
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.client import VastClient, api_key, api_url
 from launcher.targets.vast.options import VastOptions
@@ -40,8 +41,6 @@ from launcher.targets.vast.workspace import (
     VastHandle,
     agent_alive,
     agent_status,
-    from_agent,
-    parse_log_chunk,
     start_agent,
     upload,
 )
@@ -205,9 +204,16 @@ class VastTarget(Target):
             query=d["query"],
         )
         h = self._rent(h, ledger)
-        # the orchestrator records the price from Prepared.data once submit returns
-        d["price_per_hour"] = str(h.dph_total)
-        return RunHandle(target=self.name, run_id=prepared.run_id, data=h.model_dump())
+        return self._run_handle(prepared.run_id, h)
+
+    def _run_handle(self, run_id: str, h: VastHandle) -> RunHandle:
+        """The handle with the rented offer's price, which the orchestrator records."""
+        return RunHandle(
+            target=self.name,
+            run_id=run_id,
+            data=h.model_dump(),
+            price_per_hour=Decimal(str(h.dph_total)),
+        )
 
     def _rent(self, h: VastHandle, ledger: Ledger) -> VastHandle:
         """Rent the cheapest fitting offer not tried yet; the ledger hears of it first."""
@@ -309,7 +315,7 @@ class VastTarget(Target):
         )
         fresh = self._rent(fresh, ledger)
         self._latest[handle.run_id] = fresh
-        return handle.model_copy(update={"data": fresh.model_dump()})
+        return self._run_handle(handle.run_id, fresh)
 
     def _destroy_labelled(self, label: str) -> None:
         for row in self.client.instances_labelled(label):
@@ -413,7 +419,7 @@ class VastTarget(Target):
                 return TS(phase=Phase.LOST, message=f"no ssh for {SSH_LOST_AFTER_S:g}s: {e}")
             return TS(phase=Phase.RUNNING, message=f"ssh unreachable, retrying: {e.message}")
         self._ssh_down_since.pop(handle.run_id, None)
-        return from_agent(st, alive)
+        return agent_phase(st, alive)
 
     def _heartbeat_ok(self, run_id: str, st: Mapping[str, Any]) -> bool:
         """Has the heartbeat moved within AGENT_SILENT_S? (Local clock only: no skew.)"""

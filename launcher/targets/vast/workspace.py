@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,8 +16,6 @@ from pydantic import BaseModel
 
 from launcher import agent as agent_mod
 from launcher.errors import TargetError
-from launcher.targets.base import LogLine, Phase
-from launcher.targets.base import TargetStatus as TS
 from launcher.targets.vast.ssh import SshConn
 
 REMOTE_ROOT = "/workspace/launch"
@@ -110,41 +107,6 @@ def agent_status(conn: SshConn, h: VastHandle) -> dict[str, Any]:
 def agent_alive(conn: SshConn, h: VastHandle) -> bool:
     code, _out, _err = conn.run(f"kill -0 $(cat {h.root}/agent.pid) 2>/dev/null", timeout=30)
     return code == 0
-
-
-def from_agent(st: Mapping[str, Any], alive: bool) -> TS:
-    """The run's phase from the agent's status.json (read over SFTP)."""
-    common: dict[str, Any] = {
-        "heartbeat_at": st.get("heartbeat_at"),
-        "last_checkpoint": st.get("last_checkpoint"),
-        "last_metrics": st.get("last_metrics"),
-        "stop_reason": st.get("stop_reason"),
-    }
-    phase = st.get("phase")
-    if phase == "exited":
-        code = st.get("exit_code")
-        if st.get("stop_reason"):
-            return TS(phase=Phase.STOPPED, exit_code=code, **common)
-        if code == 0:
-            return TS(phase=Phase.DONE, exit_code=0, **common)
-        return TS(phase=Phase.FAILED, exit_code=code, message=f"exit code {code}", **common)
-    if not alive:
-        return TS(phase=Phase.LOST, message="the agent died without a word", **common)
-    if phase in ("running", "stopping"):
-        return TS(phase=Phase.RUNNING, **common)
-    return TS(phase=Phase.STARTING, **common)
-
-
-def parse_log_chunk(chunk: bytes) -> tuple[list[LogLine], int]:
-    """The whole lines of `chunk` as LogLines, and how many bytes they took."""
-    end = chunk.rfind(b"\n") + 1  # only whole lines; the rest is read next time
-    lines: list[LogLine] = []
-    # split on "\n" only: the agent ends lines there, and text may hold \x0c or \u2028
-    for raw in chunk[: end - 1].decode("utf-8", "replace").split("\n") if end else ():
-        parsed = agent_mod.parse_log_line(raw)
-        if parsed is not None:
-            lines.append(LogLine(at=parsed[0], stream=parsed[1], text=parsed[2]))
-    return lines, end
 
 
 # Runs on the instance with its own python3: unpack the bundle, refusing unsafe members.
