@@ -87,6 +87,36 @@ class Prepared(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class PlanOption(BaseModel):
+    """One way the job could run on a target: a Vast offer, a Kaggle machine shape, this host."""
+
+    name: str  # what the user would recognise: an offer id, a machine shape, "this machine"
+    gpu: str = ""  # e.g. "RTX 4090", "T4" ("" = CPU only)
+    gpu_count: int = 0
+    gpu_ram_gb: float | None = None
+    price_per_hour: float | None = None  # USD; 0 for free platforms, None when unknown
+    estimated_cost_usd: float | None = None  # price x the job's time limit, when both are known
+    details: dict[str, str] = Field(default_factory=dict)  # short extra columns (reliability...)
+
+
+class Plan(BaseModel):
+    """What `launch plan` shows: where the job would run and what stands in the way.
+
+    `options` are best first (the one `launch run` would take first). `problems` are reasons the
+    run would be refused as the spec stands (no offer fits, quota too small without chaining);
+    `notes` are facts worth knowing (session cap, quota left, chaining planned).
+    """
+
+    target: str
+    options: list[PlanOption] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return not self.problems and bool(self.options)
+
+
 class LogLine(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -174,6 +204,15 @@ class Target(ABC):
         `launch gc` compares them with the store, to find what no record knows about.
         """
         return []
+
+    def plan(self, spec: Any) -> Plan:
+        """Where this job would run and at what price, without creating or spending anything.
+
+        May call the platform's read-only APIs (offer search, quota). Raises only for missing
+        credentials or an unreachable platform; a job that cannot run here is a `Plan` with
+        `problems`, not an exception.
+        """
+        return Plan(target=self.name, notes=[f"{self.name} has no planner yet"])
 
     def kill(self, handle: RunHandle) -> None:
         """Stop at once, without the grace period. Used when the user abandons a cancel."""

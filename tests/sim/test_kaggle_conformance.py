@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
-import venv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from launcher.sim.kaggle import KaggleSim
+from tests.venvs import cached_venv
 
 KAGGLE_VERSION = "2.2.5"
 USER, KEY = "alice", "0123456789abcdef"
@@ -34,33 +33,14 @@ TOKEN = "KGAT_0123456789abcdef0123456789abcdef"
 
 @pytest.fixture(scope="session")
 def kaggle_cli() -> Path:
-    """The `kaggle` console script of kaggle==2.2.5 in its own virtualenv (built once)."""
-    cache = Path(os.environ.get("LAUNCH_CACHE", Path.home() / ".cache" / "launch"))
-    env_dir = cache / "test-venvs" / f"kaggle-{KAGGLE_VERSION}"
-    cli = env_dir / "bin" / "kaggle"
-    if (env_dir / ".ready").exists() and cli.exists():
-        return cli
-    tmp = env_dir.with_name(f"{env_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(tmp)
-    proc = subprocess.run(
-        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q"]
-        + [f"kaggle=={KAGGLE_VERSION}", "six"],
-        capture_output=True,
-        text=True,
+    """The `kaggle` console script of kaggle==2.2.5 in its own virtualenv (built once); kaggle
+    imports `six` without declaring it. Run through the venv's python (see `run`)."""
+    python = cached_venv(
+        "kaggle",
+        [f"kaggle=={KAGGLE_VERSION}", "six"],
+        what="these tests need PyPI or a local mirror",
     )
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.fail(
-            f"could not install kaggle=={KAGGLE_VERSION} into a test virtualenv (these tests "
-            f"need PyPI or a local mirror of it):\n{proc.stderr[-3000:]}",
-            pytrace=False,
-        )
-    (tmp / ".ready").touch()
-    shutil.rmtree(env_dir, ignore_errors=True)
-    tmp.rename(env_dir)
-    # the venv's scripts name the tmp path in their shebang; run them through its python instead
-    return cli
+    return python.parent / "kaggle"
 
 
 @pytest.fixture(scope="module")

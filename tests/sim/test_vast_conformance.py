@@ -50,7 +50,7 @@ def vastai(vastai_cli: Path, vast_sim: VastSim, tmp_path: Path):
         else:
             e["VAST_API_KEY"] = key
         proc = subprocess.run(
-            [str(vastai_cli), *args],
+            [str(vastai_cli.parent / "python"), str(vastai_cli), *args],
             env=e,
             capture_output=True,
             text=True,

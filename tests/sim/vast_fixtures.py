@@ -7,13 +7,11 @@ Every wait is bounded; every instance a test creates is recorded and destroyed i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
-import venv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from launcher.sim.vast import VastSim
+from tests.venvs import cached_venv
 
 VASTAI_VERSION = "1.9.1"
 KEY = "test-vast-key"
@@ -204,33 +203,12 @@ def ssh_ok(ssh_bin: str, key: Path, port: int, command: str, timeout: float = 20
 def vastai_cli() -> Path:
     """The real `vastai` console script (1.9.1) in its own virtualenv, built once and cached.
 
-    vastai pins cryptography==49, which must not meet pydrive2 in the project venv.
+    vastai pins cryptography==49, which must not meet pydrive2 in the project venv. Run it as
+    `python vastai`: the script's shebang names the folder the venv was built in.
     """
-    cache = Path(os.environ.get("LAUNCH_CACHE", Path.home() / ".cache" / "launch"))
-    env_dir = cache / "test-venvs" / f"vastai-{VASTAI_VERSION}"
-    cli = env_dir / "bin" / "vastai"
-    if (env_dir / ".ready").exists() and cli.exists():
-        return cli
-    shutil.rmtree(env_dir, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(env_dir)
-    proc = subprocess.run(
-        [
-            str(env_dir / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            f"vastai=={VASTAI_VERSION}",
-        ],
-        capture_output=True,
-        text=True,
+    python = cached_venv(
+        "vastai",
+        [f"vastai=={VASTAI_VERSION}"],
+        what="the conformance tests need PyPI or a local mirror",
     )
-    if proc.returncode != 0 or not cli.exists():
-        shutil.rmtree(env_dir, ignore_errors=True)
-        pytest.fail(
-            f"could not install vastai=={VASTAI_VERSION} into a test virtualenv (the conformance "
-            f"tests need PyPI or a local mirror of it):\n{proc.stderr[-3000:]}",
-            pytrace=False,
-        )
-    (env_dir / ".ready").touch()
-    return cli
+    return python.parent / "vastai"

@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.venvs import cached_venv
+
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "violence"
 REQUIREMENTS = REPO / "images" / "violence" / "requirements-cpu.txt"
@@ -39,12 +41,7 @@ TINY = ("--smoke", "--synthetic", "4")
 @pytest.fixture(scope="session")
 def tf_python() -> Path:
     """python of a virtualenv with requirements-cpu.txt installed, keyed by its content."""
-    cache = Path(os.environ.get("LAUNCH_CACHE", Path.home() / ".cache" / "launch"))
-    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    env_dir = cache / "test-venvs" / f"violence-{key}"
-    python = env_dir / "bin" / "python"
-    if (env_dir / ".ready").exists() and python.exists():
-        return python
+    return cached_venv("violence", requirements=REQUIREMENTS, what="tensorflow-cpu, opencv-python-headless")
     tmp = env_dir.with_name(f"{env_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     venv.EnvBuilder(with_pip=True, symlinks=True).create(tmp)
