@@ -357,6 +357,7 @@ def build_image(
     *,
     project_root: Path,
     base_image: str | None = None,
+    requirements: str = "requirements.txt",
     force: bool = False,
 ) -> Any:
     from launcher.images import ensure_image
@@ -367,6 +368,7 @@ def build_image(
         project_root,
         name,
         base_image=base_image,
+        requirements=requirements,
         force=force,
         on_line=session.reporter.note,
     )

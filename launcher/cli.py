@@ -248,14 +248,30 @@ def image() -> None:
 @image.command("build")
 @click.argument("name")
 @click.option("--base-image", help="BASE_IMAGE build argument [default: $LAUNCH_BASE_IMAGE].")
+@click.option(
+    "--requirements",
+    default="requirements.txt",
+    show_default=True,
+    help="Requirements file of the image folder (REQUIREMENTS build argument).",
+)
 @click.option("--force", is_flag=True, help="Build even when this content was built before.")
 @click.option("--root", type=click.Path(path_type=Path), default=Path("."), show_default=True)
-def image_build(name: str, base_image: str | None, force: bool, root: Path) -> None:
-    """Build images/NAME, tagged by its content hash; skipped when unchanged."""
+def image_build(
+    name: str, base_image: str | None, requirements: str, force: bool, root: Path
+) -> None:
+    """Build images/NAME, tagged by its content hash; skipped when unchanged.
+
+    Extra pip arguments for this machine (a local wheel server) come from $LAUNCH_PIP_EXTRA_ARGS.
+    """
     from launcher import api
 
     ref = api.build_image(
-        _session(), name, project_root=root.resolve(), base_image=base_image, force=force
+        _session(),
+        name,
+        project_root=root.resolve(),
+        base_image=base_image,
+        requirements=requirements,
+        force=force,
     )
     verb = "built" if ref.built else "up to date:"
     click.echo(f"{verb} {ref.tag} ({ref.seconds:.1f}s)")

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from launcher.targets.local.docker_client import DockerClient
 
 BASE_IMAGE_ENV = "LAUNCH_BASE_IMAGE"
+# Machine-level pip arguments for image builds (e.g. `--find-links http://127.0.0.1:8000/` where a
+# CPU torch wheel is served): they describe this machine, not the job, so they come from the
+# environment and never from the spec.
+PIP_EXTRA_ARGS_ENV = "LAUNCH_PIP_EXTRA_ARGS"
+DEFAULT_REQUIREMENTS = "requirements.txt"
 BASE_IMAGE_HINT = (
     "no image can be pulled here? build a local base with scripts/build-base-image.sh and set "
     f"{BASE_IMAGE_ENV}=launch-base:local"
@@ -56,10 +61,24 @@ def image_dir(project_root: Path, name: str) -> Path:
     return path
 
 
-def build_args(base_image: str | None = None) -> dict[str, str]:
-    """BASE_IMAGE from the argument, else $LAUNCH_BASE_IMAGE, else the Dockerfile default."""
+def build_args(
+    base_image: str | None = None, requirements: str = DEFAULT_REQUIREMENTS
+) -> dict[str, str]:
+    """BASE_IMAGE from the argument, else $LAUNCH_BASE_IMAGE, else the Dockerfile default;
+    REQUIREMENTS when not the default file; PIP_EXTRA_ARGS from $LAUNCH_PIP_EXTRA_ARGS.
+
+    Only arguments that differ from the Dockerfile defaults are passed, so an image that declares
+    none of them builds as before and its content tag does not change."""
+    args: dict[str, str] = {}
     base = base_image or os.environ.get(BASE_IMAGE_ENV)
-    return {"BASE_IMAGE": base} if base else {}
+    if base:
+        args["BASE_IMAGE"] = base
+    if requirements != DEFAULT_REQUIREMENTS:
+        args["REQUIREMENTS"] = requirements
+    extra = os.environ.get(PIP_EXTRA_ARGS_ENV, "").strip()
+    if extra:
+        args["PIP_EXTRA_ARGS"] = extra
+    return args
 
 
 def content_tag(name: str, folder: Path, args: dict[str, str], base_id: str | None) -> str:
@@ -82,6 +101,7 @@ def ensure_image(
     name: str,
     *,
     base_image: str | None = None,
+    requirements: str = DEFAULT_REQUIREMENTS,
     on_line: Callable[[str], None] = lambda _line: None,
     on_build: Callable[[str], None] = lambda _tag: None,
     force: bool = False,
@@ -89,7 +109,19 @@ def ensure_image(
     """Build the image unless a build of exactly these inputs exists. Returns its tag."""
     started = time.monotonic()
     folder = image_dir(project_root, name)
-    args = build_args(base_image)
+    if requirements != DEFAULT_REQUIREMENTS and not (folder / requirements).is_file():
+        raise SpecError(
+            [
+                SpecProblem(
+                    file=str(folder),
+                    line=None,
+                    key="targets.local.requirements",
+                    message=f"images/{name}/{requirements} does not exist",
+                    suggestion=None,
+                )
+            ]
+        )
+    args = build_args(base_image, requirements)
     base_id = client.image_id(args["BASE_IMAGE"]) if "BASE_IMAGE" in args else None
     tag = content_tag(name, folder, args, base_id)
     if not force and client.image_id(tag) is not None:

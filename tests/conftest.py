@@ -67,6 +67,46 @@ def docker_env(base_image: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return base_image
 
 
+@pytest.fixture(scope="session")
+def wheel_index() -> Iterator[str | None]:
+    """A find-links URL on 127.0.0.1 serving this machine's local wheels (the CPU torch build in
+    /opt/wheels, or $LAUNCH_TEST_WHEEL_DIR), for image builds that run with host networking;
+    None when the machine has no such folder (packages then come from the index alone)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = Path(os.environ.get("LAUNCH_TEST_WHEEL_DIR", "/opt/wheels"))
+    if not folder.is_dir():
+        yield None
+        return
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def cpu_image_env(
+    base_image: str, wheel_index: str | None, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Environment for building a workload's image with its CPU requirements: BASE_IMAGE is the
+    local base and pip inside the build also looks at the local wheels (a CPU torch)."""
+    monkeypatch.setenv("LAUNCH_BASE_IMAGE", base_image)
+    if wheel_index is not None:
+        monkeypatch.setenv("LAUNCH_PIP_EXTRA_ARGS", f"--find-links {wheel_index}")
+    return base_image
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
     """A copy of the repo's jobs/, workloads/ and images/, to run jobs from without touching

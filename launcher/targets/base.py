@@ -108,7 +108,7 @@ class Plan(BaseModel):
     """
 
     target: str
-    options: list[PlanOption] = Field(default_factory=list)
+    options: list[PlanOption] = Field(default_factory=list[PlanOption])
     notes: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
 

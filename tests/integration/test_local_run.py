@@ -319,6 +319,41 @@ def test_process_runtime_runs_the_job_in_a_virtualenv_with_the_image_requirement
     assert list((launch_home / "envs").iterdir()) == envs
 
 
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_a_chosen_requirements_file_reaches_both_runtimes(
+    rt: str, tmp_path: Path, docker_env: str, wheel_index: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`targets.local.requirements` picks the file the venv is built from (process) and the
+    REQUIREMENTS build argument (docker); $LAUNCH_PIP_EXTRA_ARGS reaches the build as PIP_EXTRA_ARGS."""
+    proj = tmp_path / "proj"
+    (proj / "workloads" / "reqs").mkdir(parents=True)
+    img = proj / "images" / "reqs"
+    img.mkdir(parents=True)
+    (img / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG REQUIREMENTS=requirements.txt\n"
+        'ARG PIP_EXTRA_ARGS=""\nCOPY requirements.txt requirements-cpu.txt /launch/image/\n'
+        "RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q ${PIP_EXTRA_ARGS} "
+        "-r /launch/image/${REQUIREMENTS} && echo \"${PIP_EXTRA_ARGS}\" > /opt/venv/extra\n"
+        "ENV PATH=/opt/venv/bin:$PATH\n"
+    )
+    (img / "requirements.txt").write_text("six==1.16.0\n")
+    (img / "requirements-cpu.txt").write_text("six==1.17.0\n")
+    monkeypatch.setenv("LAUNCH_PIP_EXTRA_ARGS", "--no-cache-dir")
+    (proj / "jobs").mkdir()
+    (proj / "jobs" / "reqs.yaml").write_text(
+        "name: reqs\nimage: reqs\nworkload: workloads/reqs\n"
+        "run: python3 -c \"import six, pathlib as p; x = p.Path('/opt/venv/extra'); "
+        "print('SIX', six.__version__, x.read_text().strip() if x.exists() else '-')\"\n"
+        f"targets: {{local: {{runtime: {rt}, requirements: requirements-cpu.txt}}}}\n"
+    )
+    proc = launch(proj, "run", "jobs/reqs.yaml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("SIX 1.17.0 --no-cache-dir" if rt == "docker" else "SIX 1.17.0 -") in proc.stdout
+    # a file that is not there is named, with the key that asked for it
+    bad = launch(proj, "run", "jobs/reqs.yaml", "--set", "targets.local.requirements=nope.txt")
+    assert bad.returncode != 0 and "nope.txt" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_status_refresh_finishes_a_run_whose_launcher_died(project: Path, launch_home: Path) -> None:
     launcher = _slow_run(project, "process", 4)
     run_id = _current_run_id(project)

@@ -26,6 +26,17 @@ class LocalOptions(StrictModel):
         ),
     ] = "requested"
 
+    requirements: Annotated[
+        str,
+        Field(
+            description="Requirements file of the image folder to install: the process "
+            "runtime builds its virtualenv from it, the docker runtime passes it as the "
+            "REQUIREMENTS build argument. A smoke profile sets requirements-cpu.txt to test on a "
+            "machine without a GPU.",
+            pattern=r"^[A-Za-z0-9._-]+\.txt$",
+        ),
+    ] = "requirements.txt"
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _check_gpus(cls, value: Any) -> Any:

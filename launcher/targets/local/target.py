@@ -140,6 +140,7 @@ class LocalTarget(Target):
                 self._docker(),
                 spec.project_root,
                 spec.image,
+                requirements=spec.targets.for_target("local").requirements,
                 on_line=lambda _line: None,
                 on_build=lambda tag: self.notify(f"building image {tag}"),
             )
@@ -147,11 +148,10 @@ class LocalTarget(Target):
             if ref.built:
                 self.notify(f"built {ref.tag} in {ref.seconds:.1f}s")
         else:
-            req = (
-                spec.project_root / "images" / spec.image / "requirements.txt"
-                if spec.image
-                else None
-            )
+            req_name = spec.targets.for_target("local").requirements
+            req = spec.project_root / "images" / spec.image / req_name if spec.image else None
+            if req is not None and req_name != "requirements.txt" and not req.is_file():
+                raise SubmitError(f"targets.local.requirements: {req} does not exist")
             python = str(process.ensure_env(self.home, req))
         inputs: dict[str, str] = {}
         for item in spec.inputs:
