@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
-from launcher.errors import LaunchError, RunNotFoundError, SpecProblem
+from launcher.errors import LaunchError, RunNotFoundError, SpecProblem, TargetUnavailableError
 from launcher.orchestrator import (
     Orchestrator,
     Reporter,
@@ -29,7 +29,7 @@ from launcher.state import FailureReason, RunRecord, RunStatus
 from launcher.store import RunStore, default_home
 from launcher.sync import PullResult
 from launcher.targets import load_target_class
-from launcher.targets.base import LogLine, Phase, Target, TargetStatus
+from launcher.targets.base import LogLine, Phase, Plan, Target, TargetStatus
 
 
 @dataclass
@@ -105,6 +105,32 @@ def run(
         _spawn_supervisor(session, record.id)
         return session.store.get(record.id)
     return orch.supervise(record.id, **_limits(spec.resolved_dict()))
+
+
+def plan(
+    session: Session,
+    spec_path: Path,
+    *,
+    target: str = "local",
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+) -> Plan:
+    """Where the job would run on `target` and at what price; creates and spends nothing.
+
+    Raises for a bad spec, a target that cannot be used here (missing credentials or extra) or an
+    unreachable platform. A job that cannot run is a Plan with `problems`.
+    """
+    from launcher.spec import load_spec
+
+    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    tgt = session.target(target)
+    check = tgt.check()
+    if not check.ok:
+        raise TargetUnavailableError(
+            f"the {target} target cannot be used here: " + "; ".join(check.problems),
+            hint="; ".join(check.hints) or None,
+        )
+    return tgt.plan(spec)
 
 
 def _spawn_supervisor(session: Session, run_id: str) -> None:

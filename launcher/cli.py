@@ -104,6 +104,45 @@ def run(
         raise RunCancelledError(f"run {record.id} was cancelled; its checkpoints were pulled")
 
 
+@cli.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--target", "-t", default="local", show_default=True, help="Where it would run.")
+@click.option("--profile", "-p", help="Apply a named profile from the spec.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
+@click.option("--limit", "-n", default=10, show_default=True, help="Options to show.")
+@click.option("--json", "json_out", is_flag=True, help="Print the plan as JSON.")
+def plan(
+    spec: Path,
+    target: str,
+    profile: str | None,
+    overrides: tuple[str, ...],
+    limit: int,
+    json_out: bool,
+) -> None:
+    """Show where a job would run and what it would cost, without starting anything.
+
+    Exits 3 when the job cannot run on the target as the spec stands.
+    """
+    from launcher import api
+    from launcher.errors import TargetUnavailableError
+
+    result = api.plan(
+        _session(json_out), spec, target=target, profile=profile, overrides=overrides
+    )
+    if json_out:
+        _emit_json(result.model_dump(mode="json"))
+    else:
+        from launcher.render import plan_table
+
+        plan_table(result, limit=limit)
+    if not result.runnable:
+        n = len(result.problems)
+        raise TargetUnavailableError(
+            f"the job cannot run on {target} as it stands"
+            + (f" ({n} problem{'s' if n != 1 else ''} above)" if n else ": nothing fits")
+        )
+
+
 @cli.command("ls")
 @click.option("--limit", "-n", default=20, show_default=True)
 @click.option("--json", "json_out", is_flag=True)

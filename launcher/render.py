@@ -170,3 +170,33 @@ def report_table(rows: list[Any]) -> None:
         )
     con.print(table)
     con.print("[dim]medians over finished runs; cost = $/h x time resources were held[/]")
+
+
+def plan_table(plan: Any, *, limit: int = 10) -> None:
+    """`launch plan`: the options best first, then notes and problems."""
+    con = _console()
+    if plan.options:
+        extra = sorted({k for o in plan.options[:limit] for k in o.details})
+        table = Table(box=None, header_style="bold")
+        for col in ("#", "OPTION", "GPU", "VRAM", "$/H", "EST. $", *(k.upper() for k in extra)):
+            table.add_column(col, justify="left" if col in ("OPTION", "GPU") else "right")
+        for i, o in enumerate(plan.options[:limit], 1):
+            gpu = f"{o.gpu_count}x {o.gpu}" if o.gpu else "CPU"
+            table.add_row(
+                str(i),
+                o.name,
+                gpu,
+                f"{o.gpu_ram_gb:g} GB" if o.gpu_ram_gb else "-",
+                f"{o.price_per_hour:.3f}" if o.price_per_hour is not None else "?",
+                f"{o.estimated_cost_usd:.2f}" if o.estimated_cost_usd is not None else "-",
+                *(o.details.get(k, "") for k in extra),
+            )
+        con.print(table)
+        if len(plan.options) > limit:
+            con.print(f"[dim]... and {len(plan.options) - limit} more (--limit)[/]")
+    else:
+        con.print(f"no way to run this job on {plan.target}")
+    for note in plan.notes:
+        con.print(f"[dim]note:[/] {note}")
+    for problem in plan.problems:
+        con.print(f"[red]problem:[/] {problem}")

@@ -29,6 +29,7 @@ from launcher.targets.base import (
     Ledger,
     LogLine,
     Phase,
+    Plan,
     Prepared,
     Target,
     TargetStatus,
@@ -365,6 +366,11 @@ class LocalTarget(Target):
                 child.wait(timeout=10)
         if not keep_data:
             shutil.rmtree(h.root, ignore_errors=True)
+
+    def plan(self, spec: Any) -> Plan:
+        from launcher.targets.local.plan import plan_local
+
+        return plan_local(self, spec)
 
     def labelled(self) -> list[tuple[str, str, str]]:
         """Containers this launch home created: (name, run id, docker status)."""
