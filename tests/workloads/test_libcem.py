@@ -337,3 +337,20 @@ def test_smoke_profile_runs_through_the_launcher(project: Path) -> None:
     assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "ckpt-epoch-0004.pt"
     assert "epoch 4/4" in (run / "logs" / "job.log").read_text()
     assert took < 60, f"launch run --profile smoke took {took:.1f}s"
+
+
+def test_smoke_profile_runs_inside_the_libcem_image(project: Path, cpu_image_env: str) -> None:
+    """The same smoke job in the image built from images/libcem/Dockerfile on the local base
+    (torch from the machine's CPU wheel, through LAUNCH_PIP_EXTRA_ARGS): the Dockerfile and the
+    job agree on where Python, the packages and the workload live."""
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/libcem.yaml", "--target", "local", "--profile", "smoke",
+         "--set", "targets.local.runtime=docker", "--json"],
+        cwd=project, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads(proc.stdout)
+    assert rec["status"] == "succeeded"
+    run = Path(rec["output_dir"])
+    assert [r["epoch"] for r in metrics(run / "outputs")] == [1, 2, 3, 4]
+    assert json.loads((run / "outputs" / "summary.json").read_text())["device"] == "cpu"

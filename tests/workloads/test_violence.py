@@ -15,15 +15,11 @@ MirroredStrategy over two logical CPUs; a missing --data-dir and an unusable che
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import venv
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +37,9 @@ TINY = ("--smoke", "--synthetic", "4")
 @pytest.fixture(scope="session")
 def tf_python() -> Path:
     """python of a virtualenv with requirements-cpu.txt installed, keyed by its content."""
-    return cached_venv("violence", requirements=REQUIREMENTS, what="tensorflow-cpu, opencv-python-headless")
-    tmp = env_dir.with_name(f"{env_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(tmp)
-    proc = subprocess.run(
-        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
-        capture_output=True,
-        text=True,
+    return cached_venv(
+        "violence", requirements=REQUIREMENTS, what="tensorflow-cpu, opencv-python-headless"
     )
-    if proc.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        pytest.fail(
-            f"could not install {REQUIREMENTS.name} into a test virtualenv (tensorflow-cpu, "
-            f"opencv-python-headless from PyPI or a local mirror):\n{proc.stderr[-3000:]}",
-            pytrace=False,
-        )
-    (tmp / ".ready").touch()
-    shutil.rmtree(env_dir, ignore_errors=True)
-    tmp.rename(env_dir)  # python is a symlink to the base interpreter: the rename is safe
-    return python
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
@@ -278,3 +257,25 @@ def test_resume_elsewhere_under_mixed_float16_matches_the_uninterrupted_run(
             assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (g["epoch"], k)
     summary = json.loads((tmp_path / "elsewhere" / "outputs" / "summary.json").read_text())
     assert summary["precision"] == "mixed_float16" and summary["resumed_from"] == 1
+
+
+def test_smoke_profile_runs_inside_the_violence_image(project: Path, cpu_image_env: str) -> None:
+    """`launch run jobs/violence.yaml --profile smoke` inside the image built from
+    images/violence/Dockerfile on the local base with requirements-cpu.txt (the smoke profile
+    picks it): the image, the job spec and the workload agree. The build is cached by content."""
+    from tests.conftest import launch_cmd
+
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/violence.yaml", "--target", "local", "--profile", "smoke",
+         "--set", "targets.local.runtime=docker", "--set", "run=python3 -m violence.train --smoke --synthetic 4",
+         "--json"],
+        cwd=project, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads(proc.stdout)
+    assert rec["status"] == "succeeded"
+    run = Path(rec["output_dir"])
+    epochs = [m["epoch"] for m in metrics(run / "outputs")]
+    assert epochs and epochs == list(range(1, len(epochs) + 1))
+    assert (run / "outputs" / "summary.json").is_file()
+    assert any((run / "checkpoints").iterdir())
