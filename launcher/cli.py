@@ -324,20 +324,40 @@ def sim() -> None:
 @sim.command("serve")
 @click.argument("platform", type=click.Choice(["vast", "kaggle"]))
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
-def sim_serve(platform: str, port: int) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Keep the emulator's state (instances' keys, datasets, kernel folders) here "
+    "[default: a temporary folder]. Kaggle kernels bind-mount from it, so a containerised "
+    "emulator needs it at the same path on the host (compose.yaml does this).",
+)
+@click.option(
+    "--kernel-image",
+    default="launch-base:local",
+    show_default=True,
+    help="kaggle: the image kernels run in (Kaggle's own image stands in for it).",
+)
+def sim_serve(platform: str, port: int, state_dir: Path | None, kernel_image: str) -> None:
     """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers.
 
     \b
     vast:   export LAUNCH_VAST_URL=<url> (the vastai CLI: VAST_URL=<url>)
-    kaggle: KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY=<url> for the unchanged kaggle CLI
+    kaggle: export LAUNCH_KAGGLE_URL=<url>; for the unchanged kaggle CLI
+            KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY=<url>
     """
     import importlib
 
     def ready(url: str) -> None:
         click.echo(url)
 
+    options: dict[str, Any] = {}
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
+    if platform == "kaggle":
+        options["image"] = kernel_image
     module = importlib.import_module(f"launcher.sim.{platform}")
-    module.serve(host="127.0.0.1", port=port, on_ready=ready)
+    module.serve(host="127.0.0.1", port=port, on_ready=ready, **options)
 
 
 @cli.command("_supervise", hidden=True)
