@@ -123,6 +123,35 @@ def plan(
     from launcher.spec import load_spec
 
     spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    return _plan_on(session, spec, target)
+
+
+def plan_all(
+    session: Session,
+    spec_path: Path,
+    *,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+) -> list[Plan]:
+    """One plan per target this version offers, to compare platforms side by side. A target that
+    cannot be used here (no credentials, no extra, platform down) is a Plan whose problem says
+    why, so one missing account does not hide the others."""
+    from launcher.spec import load_spec
+    from launcher.targets import TARGETS
+
+    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    plans: list[Plan] = []
+    for name, entry in TARGETS.items():
+        if not entry.available:
+            continue
+        try:
+            plans.append(_plan_on(session, spec, name))
+        except LaunchError as e:
+            plans.append(Plan(target=name, problems=[e.message], notes=[e.hint] if e.hint else []))
+    return plans
+
+
+def _plan_on(session: Session, spec: Any, target: str) -> Plan:
     tgt = session.target(target)
     check = tgt.check()
     if not check.ok:

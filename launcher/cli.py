@@ -106,7 +106,13 @@ def run(
 
 @cli.command()
 @click.argument("spec", type=click.Path(path_type=Path))
-@click.option("--target", "-t", default="local", show_default=True, help="Where it would run.")
+@click.option(
+    "--target",
+    "-t",
+    default="local",
+    show_default=True,
+    help="Where it would run; `all` compares every target side by side.",
+)
 @click.option("--profile", "-p", help="Apply a named profile from the spec.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
 @click.option("--limit", "-n", default=10, show_default=True, help="Options to show.")
@@ -121,11 +127,23 @@ def plan(
 ) -> None:
     """Show where a job would run and what it would cost, without starting anything.
 
-    Exits 3 when the job cannot run on the target as the spec stands.
+    Exits 3 when the job cannot run on the target (with `--target all`: on any target) as the
+    spec stands.
     """
     from launcher import api
     from launcher.errors import TargetUnavailableError
 
+    if target == "all":
+        plans = api.plan_all(_session(json_out), spec, profile=profile, overrides=overrides)
+        if json_out:
+            _emit_json([p.model_dump(mode="json") for p in plans])
+        else:
+            from launcher.render import plans_compared
+
+            plans_compared(plans)
+        if not any(p.runnable for p in plans):
+            raise TargetUnavailableError("the job cannot run on any target as it stands")
+        return
     result = api.plan(
         _session(json_out), spec, target=target, profile=profile, overrides=overrides
     )

@@ -200,3 +200,26 @@ def plan_table(plan: Any, *, limit: int = 10) -> None:
         con.print(f"[dim]note:[/] {note}")
     for problem in plan.problems:
         con.print(f"[red]problem:[/] {problem}")
+
+
+def plans_compared(plans: list[Any]) -> None:
+    """`launch plan --target all`: each target's best option and what stands in its way."""
+    con = _console()
+    table = Table(box=None, header_style="bold")
+    for col in ("TARGET", "BEST OPTION", "GPU", "$/H", "EST. $", "STATUS"):
+        table.add_column(col, justify="right" if col in ("$/H", "EST. $") else "left")
+    for plan in plans:
+        best = plan.options[0] if plan.options else None
+        status = "ok" if plan.runnable else escape(plan.problems[0] if plan.problems else "no fit")
+        table.add_row(
+            plan.target,
+            best.name if best else "-",
+            (f"{best.gpu_count}x {best.gpu}" if best.gpu else "CPU") if best else "-",
+            f"{best.price_per_hour:.3f}" if best and best.price_per_hour is not None else "-",
+            f"{best.estimated_cost_usd:.2f}"
+            if best and best.estimated_cost_usd is not None
+            else "-",
+            status if plan.runnable else f"[red]{status}[/]",
+        )
+    con.print(table)
+    con.print("[dim]`launch plan SPEC --target T` lists every option of one target[/]")

@@ -44,3 +44,24 @@ def test_plan_reports_spec_problems_and_unknown_targets_like_run(project: Path) 
     assert bad.returncode == 2 and "resources" in bad.stderr
     unknown = plan(project, "jobs/hello.yaml", "--target", "vasst")
     assert unknown.returncode == 3 and "did you mean 'vast'" in unknown.stderr
+
+
+def test_plan_all_compares_targets_and_names_what_each_one_lacks(
+    project: Path, tmp_path: Path
+) -> None:
+    """With no platform credentials, local still plans and every other target says what it is
+    missing, instead of one missing account hiding the rest."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAST_", "KAGGLE_"))}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.kaggle/kaggle.json, no vastai key file
+    proc = subprocess.run(
+        [*launch_cmd(), "plan", "jobs/hello.yaml", "--target", "all", "--json",
+         "--set", "targets.local.runtime=process"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    plans = {p["target"]: p for p in json.loads(proc.stdout)}
+    assert plans["local"]["problems"] == [] and plans["local"]["options"]
+    assert "vast" in plans and "API key" in plans["vast"]["problems"][0]
+    assert all(plans[t]["problems"] and not plans[t]["options"] for t in plans if t != "local")
