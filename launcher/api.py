@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from launcher.errors import LaunchError, RunNotFoundError, SpecProblem, TargetUnavailableError
+from launcher.gc import GcAction, apply_gc, plan_gc
 from launcher.orchestrator import (
     Orchestrator,
     Reporter,
     SilentReporter,
-    StoreLedger,
     new_run_id,
     supervisor_alive,
 )
@@ -51,7 +51,7 @@ class Session:
         return Orchestrator(self.store, self.target(target), self.reporter)
 
 
-def _limits(spec: dict[str, Any]) -> dict[str, Any]:
+def run_limits(spec: dict[str, Any]) -> dict[str, Any]:
     """The supervision settings of a resolved spec (read leniently from the stored JSON)."""
     limits = cast("dict[str, Any]", spec.get("limits") or {})
     outputs = cast("dict[str, Any]", spec.get("outputs") or {})
@@ -104,7 +104,7 @@ def run(
     if detach:
         _spawn_supervisor(session, record.id)
         return session.store.get(record.id)
-    return orch.supervise(record.id, **_limits(spec.resolved_dict()))
+    return orch.supervise(record.id, **run_limits(spec.resolved_dict()))
 
 
 def plan(
@@ -181,7 +181,7 @@ def supervise(session: Session, run_ref: str) -> RunRecord:
     """Drive a submitted run to its end (the background process of a detached run)."""
     record = session.store.resolve(run_ref)
     orch = session.orchestrator(record.target)
-    return orch.supervise(record.id, **_limits(session.store.spec_of(record.id)))
+    return orch.supervise(record.id, **run_limits(session.store.spec_of(record.id)))
 
 
 # ---- look -----------------------------------------------------------------------------------
@@ -273,12 +273,12 @@ def cancel(session: Session, run_ref: str, *, wait: bool = True) -> RunRecord:
         orch.target.cancel(record.handle)
         if wait:
             _wait_terminal(
-                session, record.id, _limits(session.store.spec_of(record.id))["grace_s"] + 60
+                session, record.id, run_limits(session.store.spec_of(record.id))["grace_s"] + 60
             )
         return session.store.get(record.id)
     orch.adopt(record.id)
     return orch.stop_and_finish(
-        record.id, grace_s=_limits(session.store.spec_of(record.id))["grace_s"]
+        record.id, grace_s=run_limits(session.store.spec_of(record.id))["grace_s"]
     )
 
 
@@ -288,107 +288,6 @@ def _wait_terminal(session: Session, run_id: str, timeout: float) -> None:
         if session.store.get(run_id).status.is_terminal():
             return
         time.sleep(0.5)
-
-
-@dataclass
-class GcAction:
-    kind: str  # "stop-orphan" | "abandon" | "remove-stray" | "release"
-    run_id: str
-    target: str
-    what: str
-    native_id: str = ""
-    resource_kind: str = ""
-
-
-def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAction]:
-    """What `launch gc` would do: runs whose launcher died, and resources nobody owns."""
-    store = session.store
-    actions: list[GcAction] = []
-    for record in store.list_runs(limit=10_000):
-        if record.status.is_terminal():
-            for res in store.resources(run_id=record.id, unreleased_only=True):
-                actions.append(
-                    GcAction(
-                        "release",
-                        record.id,
-                        res.target,
-                        f"free {res.kind} {res.native_id} of finished run",
-                        res.native_id,
-                        res.kind,
-                    )
-                )
-            continue
-        if supervisor_alive(record):
-            continue
-        if record.handle is not None:
-            actions.append(
-                GcAction(
-                    "stop-orphan",
-                    record.id,
-                    record.target,
-                    f"stop run {record.id} (its launcher died), keep its outputs",
-                )
-            )
-        else:
-            actions.append(
-                GcAction(
-                    "abandon",
-                    record.id,
-                    record.target,
-                    f"mark run {record.id} failed (its launcher died before it started)",
-                )
-            )
-    known = {r.id: r for r in store.list_runs(limit=10_000)}
-    claimed = {a.native_id for a in actions}
-    for name in targets:
-        for native_id, run_id, state in session.target(name).labelled():
-            rec = known.get(run_id)
-            if native_id in claimed or (rec is not None and not rec.status.is_terminal()):
-                continue
-            if rec is not None and any(a.run_id == run_id for a in actions):
-                continue
-            actions.append(
-                GcAction(
-                    "remove-stray",
-                    run_id,
-                    name,
-                    f"remove {native_id} ({state}), labelled for run {run_id or '?'}",
-                    native_id,
-                    "container",
-                )
-            )
-    return actions
-
-
-def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
-    """Carry out a gc plan. Returns one line per action done."""
-    done: list[str] = []
-    for action in actions:
-        orch = session.orchestrator(action.target)
-        if action.kind == "stop-orphan":
-            orch.adopt(action.run_id)
-            rec = orch.stop_and_finish(
-                action.run_id,
-                grace_s=_limits(session.store.spec_of(action.run_id))["grace_s"],
-                reason=FailureReason.LAUNCHER_LOST,
-                keep_data=True,
-            )
-            done.append(
-                f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
-            )
-        elif action.kind == "abandon":
-            orch.abandon(action.run_id, FailureReason.LAUNCHER_LOST)
-            done.append(f"marked {action.run_id} failed and freed what it had recorded")
-        else:
-            orch.target.release_resource(action.resource_kind, action.native_id, {})
-            if action.kind == "release":
-                for res in session.store.resources(run_id=action.run_id, unreleased_only=True):
-                    if res.native_id == action.native_id:
-                        StoreLedger(session.store, action.run_id, action.target).release_one(
-                            res.id
-                        )
-            done.append(f"removed {action.native_id}")
-    return done
 
 
 # ---- specs and images -------------------------------------------------------------------------
@@ -435,6 +334,8 @@ def phase_of(status: TargetStatus | None) -> str:
 
 __all__ = [
     "Session",
+    "plan",
+    "plan_all",
     "run",
     "supervise",
     "list_runs",
@@ -444,6 +345,7 @@ __all__ = [
     "cancel",
     "plan_gc",
     "apply_gc",
+    "GcAction",
     "validate",
     "schema",
     "build_image",

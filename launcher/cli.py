@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from launcher.cli_tools import image, sim
 from launcher.errors import ExitStatus, LaunchError
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ def cli(debug: bool) -> None:
     launch report                           compare targets: time per stage, cost
     launch gc                               stop and free what dead launchers left behind
     """
+
+
+# `launch image ...` and `launch sim ...` live in cli_tools (click only, as cheap as this module)
+cli.add_command(image)
+cli.add_command(sim)
 
 
 @cli.command()
@@ -295,87 +301,6 @@ def schema() -> None:
     from launcher import api
 
     _emit_json(api.schema())
-
-
-@cli.group()
-def image() -> None:
-    """Build job images."""
-
-
-@image.command("build")
-@click.argument("name")
-@click.option("--base-image", help="BASE_IMAGE build argument [default: $LAUNCH_BASE_IMAGE].")
-@click.option(
-    "--requirements",
-    default="requirements.txt",
-    show_default=True,
-    help="Requirements file of the image folder (REQUIREMENTS build argument).",
-)
-@click.option("--force", is_flag=True, help="Build even when this content was built before.")
-@click.option("--root", type=click.Path(path_type=Path), default=Path("."), show_default=True)
-def image_build(
-    name: str, base_image: str | None, requirements: str, force: bool, root: Path
-) -> None:
-    """Build images/NAME, tagged by its content hash; skipped when unchanged.
-
-    Extra pip arguments for this machine (a local wheel server) come from $LAUNCH_PIP_EXTRA_ARGS.
-    """
-    from launcher import api
-
-    ref = api.build_image(
-        _session(),
-        name,
-        project_root=root.resolve(),
-        base_image=base_image,
-        requirements=requirements,
-        force=force,
-    )
-    verb = "built" if ref.built else "up to date:"
-    click.echo(f"{verb} {ref.tag} ({ref.seconds:.1f}s)")
-
-
-@cli.group()
-def sim() -> None:
-    """Local emulators of the platforms, speaking their real wire protocols."""
-
-
-@sim.command("serve")
-@click.argument("platform", type=click.Choice(["vast", "kaggle"]))
-@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    help="Keep the emulator's state (instances' keys, datasets, kernel folders) here "
-    "[default: a temporary folder]. Kaggle kernels bind-mount from it, so a containerised "
-    "emulator needs it at the same path on the host (compose.yaml does this).",
-)
-@click.option(
-    "--kernel-image",
-    default="launch-base:local",
-    show_default=True,
-    help="kaggle: the image kernels run in (Kaggle's own image stands in for it).",
-)
-def sim_serve(platform: str, port: int, state_dir: Path | None, kernel_image: str) -> None:
-    """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers.
-
-    \b
-    vast:   export LAUNCH_VAST_URL=<url> (the vastai CLI: VAST_URL=<url>)
-    kaggle: export LAUNCH_KAGGLE_URL=<url>; for the unchanged kaggle CLI
-            KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY=<url>
-    """
-    import importlib
-
-    def ready(url: str) -> None:
-        click.echo(url)
-
-    options: dict[str, Any] = {}
-    if state_dir is not None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
-    if platform == "kaggle":
-        options["image"] = kernel_image
-    module = importlib.import_module(f"launcher.sim.{platform}")
-    module.serve(host="127.0.0.1", port=port, on_ready=ready, **options)
 
 
 @cli.command("_supervise", hidden=True)

@@ -140,6 +140,8 @@ class Target(ABC):
 
     name: ClassVar[str]
     unsupported: ClassVar[Mapping[Feature, str]] = {}
+    # the ledger kind `release_resource` gets for what `labelled()` lists (`launch gc`)
+    stray_kind: ClassVar[str] = "container"
 
     @classmethod
     @abstractmethod
