@@ -25,7 +25,9 @@ class _Entry(NamedTuple):
 TARGETS: dict[str, _Entry] = {
     "local": _Entry("launcher.targets.local.target:LocalTarget", "pip install 'launch[docker]'"),
     "vast": _Entry("launcher.targets.vast.target:VastTarget", "pip install 'launch[vast]'"),
-    "kaggle": _Entry("launcher.targets.kaggle.target:KaggleTarget", "not built yet", False),
+    "kaggle": _Entry(
+        "launcher.targets.kaggle.target:KaggleTarget", "pip install 'launch[kaggle]'"
+    ),
     "colab": _Entry("launcher.targets.colab.target:ColabTarget", "not built yet", False),
 }
 

@@ -32,3 +32,16 @@ class KaggleOptions(StrictModel):
             "that resumes from the newest checkpoint."
         ),
     ] = True
+    session_hours: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=12,
+            description="Hours one Kaggle session may run (Kaggle's cap is about 12 h). The job "
+            "checkpoints before it; a shorter value splits the run into more chained sessions.",
+        ),
+    ] = 12
+    max_sessions: Annotated[
+        int,
+        Field(ge=1, le=100, description="Chained sessions one run may use at most."),
+    ] = 10
