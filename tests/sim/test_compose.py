@@ -59,9 +59,9 @@ def _get(url: str) -> dict:  # type: ignore[type-arg]
         return json.loads(resp.read())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stack(
-    compose: list[str], base_image: str, tmp_path: Path
+    compose: list[str], base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
     """`compose up` of both emulators on free ports; `down` afterwards. Yields their URLs."""
     vast_port, kaggle_port = _free_port(), _free_port()
@@ -70,7 +70,7 @@ def stack(
         LAUNCH_BASE_IMAGE=base_image,
         LAUNCH_SIM_VAST_PORT=str(vast_port),
         LAUNCH_SIM_KAGGLE_PORT=str(kaggle_port),
-        LAUNCH_SIM_STATE=str(tmp_path / "sim-state"),
+        LAUNCH_SIM_STATE=str(tmp_path_factory.mktemp("sim-state")),
         LAUNCH_SIM_KERNEL_IMAGE=base_image,
     )
     project = ["-p", f"launchsim{os.getpid()}", "-f", str(REPO / "compose.yaml")]
@@ -123,3 +123,27 @@ def test_a_job_runs_on_the_containerised_vast_emulator(
     # the instance was destroyed: the emulator lists none
     listed = _get(f"{vast}/api/v0/instances/?api_key=vast-sim-key")
     assert listed["instances"] == []
+
+
+def test_a_job_runs_on_the_containerised_kaggle_emulator(
+    stack: tuple[str, str], project: Path, tmp_path: Path
+) -> None:
+    """The kernel is a sibling container whose /kaggle folders are bind-mounted from the state
+    directory: this only works because compose.yaml mounts it at the same path."""
+    _, kaggle = stack
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("KAGGLE_", "HTTP"))}
+    (tmp_path / "kaggle-config").mkdir()
+    env.update(
+        LAUNCH_KAGGLE_URL=kaggle, KAGGLE_USERNAME="alice", KAGGLE_KEY="0123456789abcdef",
+        KAGGLE_CONFIG_DIR=str(tmp_path / "kaggle-config"), LAUNCH_KAGGLE_POLL_S="0.5",
+    )  # fmt: skip
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/hello.yaml", "--target", "kaggle", "--profile", "smoke",
+         "--json"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rec = json.loads(proc.stdout)
+    assert rec["status"] == "succeeded"
+    metrics = Path(rec["output_dir"], "outputs", "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3]
