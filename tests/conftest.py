@@ -85,9 +85,15 @@ def wheel_index() -> Iterator[str | None]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
-    )
+    handler = functools.partial(Quiet, directory=str(folder))
+    # A fixed port when free: the URL is a build argument, so a new port each session would
+    # invalidate docker's layer cache and reinstall torch in every image that uses it.
+    try:
+        server = ThreadingHTTPServer(
+            ("127.0.0.1", int(os.environ.get("LAUNCH_TEST_WHEEL_PORT", "38917"))), handler
+        )
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
