@@ -1,0 +1,5 @@
+import sys
+
+from .preprocess import main
+
+sys.exit(main())
