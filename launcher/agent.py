@@ -29,6 +29,10 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 BUNDLE = "bundle"
 METRICS_FILE = "metrics.jsonl"  # under OUTPUTS
+# metrics.jsonl as it was when each checkpoint appeared: <checkpoint name>.jsonl. A run resumed
+# from that checkpoint elsewhere continues from these lines (launcher/targets/vast/moves.py).
+METRICS_SNAPSHOTS = "logs/checkpoint-metrics"
+KEEP_SNAPSHOTS = 5
 STREAMS = ("out", "err", "agent")
 
 _PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", "~")
@@ -107,11 +111,9 @@ def new_status(**values: Any) -> dict[str, Any]:
     error: why the agent itself could not run the workload (bad config, spawn failure)."""
     status: dict[str, Any] = {"run_id": None, "attempt": None, "agent_version": AGENT_VERSION}
     status["phase"] = "starting"  # then "running", "stopping", "exited"
-    for key in ("pid", "started_at", "heartbeat_at", "ended_at", "exit_code", "stop_reason"):
-        status[key] = None
-    status.update(last_checkpoint=None, last_metrics=None, error=None)
-    status.update(values)
-    return status
+    status.update(dict.fromkeys(("pid", "started_at", "heartbeat_at", "ended_at", "exit_code")))
+    status.update(stop_reason=None, last_checkpoint=None, last_metrics=None, error=None)
+    return dict(status, **values)
 
 
 def atomic_write_json(path: str, data: dict[str, Any]) -> None:
@@ -253,6 +255,7 @@ class Agent:
         self._signal: int | None = None  # set by the handler, acted on by the main loop
         self._proc: subprocess.Popen[bytes] | None = None
         self._kill_at: float | None = None  # set by a stop; cleared once SIGKILL is sent
+        self._snapped = newest_checkpoint(self.checkpoints)  # the resumed one needs no copy
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signal = signum
@@ -267,6 +270,29 @@ class Agent:
             atomic_write_json(os.path.join(self.root, STATUS_FILE), self.status)
         except OSError as e:  # a full disk must not take the workload down with the agent
             self.log.write("agent", f"could not write {STATUS_FILE}: {e}")
+
+    def snapshot_metrics(self) -> None:
+        """Copy metrics.jsonl (whole lines) when a new checkpoint appears; keep the newest few."""
+        ckpt = newest_checkpoint(self.checkpoints)
+        if ckpt is None or ckpt == self._snapped:
+            return
+        self._snapped = ckpt
+        folder = os.path.join(self.root, METRICS_SNAPSHOTS)
+        try:  # no metrics yet, or a full disk: then the pulled copy is all there is
+            with open(os.path.join(self.outputs, METRICS_FILE), "rb") as f:
+                data = f.read()
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, os.path.basename(ckpt) + ".jsonl")
+            with open(path + ".tmp", "wb") as f:
+                f.write(data[: data.rfind(b"\n") + 1])
+            os.replace(path + ".tmp", path)
+            kept = sorted(
+                (os.path.join(folder, n) for n in os.listdir(folder)), key=os.path.getmtime
+            )
+            for old in kept[:-KEEP_SNAPSHOTS]:
+                os.remove(old)
+        except OSError:
+            pass
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -384,6 +410,7 @@ class Agent:
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
+            self.snapshot_metrics()
             if self._signal is not None:
                 name = signal.Signals(self._signal).name
                 self._request_stop("signal", f"received {name}", hard)

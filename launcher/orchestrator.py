@@ -128,6 +128,7 @@ class Orchestrator:
     reporter: Reporter = field(default_factory=SilentReporter)
     poll_s: float = 0.5
     clock: Callable[[], float] = time.monotonic
+    _cost_stopped: set[str] = field(default_factory=set[str], init=False)  # at max_cost_usd
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -220,9 +221,13 @@ class Orchestrator:
         output_dir = Path(record.output_dir)
         self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
         backstop = time_limit_s + grace_s + 60 if time_limit_s else None
+        limits: dict[str, Any] = self.store.spec_of(run_id).get("limits") or {}
+        cap = float(limits["max_cost_usd"]) if limits.get("max_cost_usd") is not None else None
         try:
             try:
-                final = self._watch(run_id, handle, output_dir, sync_every, backstop, grace_s)
+                final = self._watch(
+                    run_id, handle, output_dir, sync_every, backstop, grace_s, cap=cap
+                )
             except KeyboardInterrupt:
                 self.reporter.note(
                     "Ctrl-C: stopping the job (it saves a checkpoint first); "
@@ -260,9 +265,12 @@ class Orchestrator:
         sync_every: float,
         stop_after: float | None,
         grace_s: float,
+        *,
+        cap: float | None = None,
     ) -> TargetStatus:
-        """Poll until the target reports the run finished. Past `stop_after` seconds, ask the
-        job to stop; `grace_s` + 30 s after that, kill it."""
+        """Poll until the target reports the run finished. Past `stop_after` seconds, or once
+        the run would cost more than `cap` USD by the end of a grace period, ask the job to
+        stop; `grace_s` + 30 s after that, kill it."""
         cursor = 0
         started = last_sync = self.clock()
         stop_sent_at: float | None = None
@@ -288,6 +296,9 @@ class Orchestrator:
             if now - last_sync >= sync_every:
                 self.target.pull(handle, output_dir)
                 last_sync = now
+            if cap is not None and stop_sent_at is None and self._over_cap(run_id, cap, grace_s):
+                self.target.cancel(handle)
+                stop_sent_at = now
             if stop_after is not None and stop_sent_at is None and now - started >= stop_after:
                 if stop_after > 0:
                     self.reporter.note("the job outlived its time limit; stopping it")
@@ -300,6 +311,24 @@ class Orchestrator:
             # poll fast at first (short jobs, quick failures), then back off to poll_s
             time.sleep(min(self.poll_s, 0.05 * 1.5**polls))
             polls += 1
+
+    def _over_cap(self, run_id: str, cap: float, grace_s: float) -> bool:
+        """Would the run cost more than `cap` if asked to stop only after this poll? The margin
+        is what the current machine costs over a grace period plus a minute (the stop, the
+        final pull and the destroy), so the job ends in a checkpoint before the cap."""
+        record = self.store.get(run_id)
+        spent = self._cost(record)
+        if spent is None or not record.price_per_hour:  # free machines never reach a cap
+            return False
+        margin = record.price_per_hour * Decimal(grace_s + 60) / 3600
+        if spent + margin < Decimal(str(cap)):
+            return False
+        self._cost_stopped.add(run_id)
+        self.reporter.note(
+            f"the run has cost ${spent:.4f}; stopping it (with a checkpoint) before it passes "
+            f"limits.max_cost_usd=${cap:g}"
+        )
+        return True
 
     def _follow_phase(self, run_id: str, st: TargetStatus) -> None:
         """Record the phase the target reports, moving forwards only."""
@@ -368,6 +397,8 @@ class Orchestrator:
     ) -> None:
         status, natural = outcome(st)
         reason = reason if reason is not None and status is not RunStatus.SUCCEEDED else natural
+        if run_id in self._cost_stopped and status is not RunStatus.SUCCEEDED:
+            status, reason = RunStatus.FAILED, FailureReason.COST_LIMIT
         record = self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
         try:
             result = self.target.pull(handle, output_dir)
@@ -386,6 +417,8 @@ class Orchestrator:
         self.target.cleanup(handle, keep_data=keep)
         StoreLedger(self.store, run_id, self.target.name).release_all()
         message = st.message if status is not RunStatus.SUCCEEDED else ""
+        if reason is FailureReason.COST_LIMIT:
+            message = "stopped before it cost more than limits.max_cost_usd"
         if st.phase is Phase.LOST:
             message = str(RemoteRunLostError(st.message or "the job vanished"))
         self.store.update(run_id, cost_usd=self._cost(record))
@@ -393,9 +426,12 @@ class Orchestrator:
 
     @staticmethod
     def _cost(record: RunRecord) -> Decimal | None:
-        """$/h times the time resources were held: from submit until now (the end)."""
+        """$/h times the time resources were held: from submit until now (the end). A handle
+        that says when its machine began to bill adds what the machines before it cost."""
         if record.price_per_hour is None:
             return None
+        if record.handle is not None and record.handle.billed_since is not None:
+            return record.handle.cost_now(record.price_per_hour)
         held = sum(
             secs
             for status, secs in record.phase_durations()

@@ -95,6 +95,7 @@ class FailureReason(str, Enum):
     LAUNCHER_LOST = "launcher_lost"  # the supervising launcher died; found by `launch gc`
     USER_CANCELLED = "user_cancelled"
     PULL_FAILED = "pull_failed"
+    COST_LIMIT = "cost_limit"  # stopped (with a checkpoint) before it cost more than max_cost_usd
 
 
 def utcnow() -> datetime:
@@ -118,6 +119,17 @@ class RunHandle(_Stored):
     data: dict[str, Any] = Field(default_factory=dict)
     # what the machine behind this handle costs; a new machine (a pre-emption move) brings its own
     price_per_hour: Decimal | None = None
+    # Per-attempt cost, for targets that move a run between machines: what the machines before
+    # this one cost, and when this one began to bill. Without `billed_since`, the run is billed
+    # at `price_per_hour` from submit on.
+    spent_usd: Decimal = Decimal(0)
+    billed_since: datetime | None = None
+
+    def cost_now(self, price_per_hour: Decimal) -> Decimal:
+        """What the run's machines cost until now: the earlier ones, plus this one's time."""
+        held_s = (utcnow() - self.billed_since).total_seconds() if self.billed_since else 0.0
+        cost = self.spent_usd + price_per_hour * Decimal(max(0.0, held_s)) / 3600
+        return cost.quantize(Decimal("0.000001"))
 
 
 class StatusEvent(_Stored):

@@ -1,4 +1,5 @@
-"""Verified, atomic, incremental pull of a remote tree into a local folder.
+"""Verified, atomic, incremental pull of a remote tree into a local folder, and the push the
+other way.
 
 Every target brings outputs home through `pull_tree`; only the `RemoteTree` differs (a local folder
 for the local target, SFTP for Vast). The guarantees, whatever the source:
@@ -10,6 +11,10 @@ for the local target, SFTP for Vast). The guarantees, whatever the source:
 - cheap to repeat: `dest/.launch-pull.json` records what was pulled, so an unchanged file (same
   remote size and mtime, local copy still there) is not read again.
 
+`push_tree` sends local files to a `WritableTree` (SFTP for Vast) by manifest diff: the remote
+hashes of the files it already holds are compared with the local ones, only the differing files
+move (each to a temp name, then renamed), and what was sent is hashed again on the far side.
+
 The file helpers at the bottom (`sha256_file`, `atomic_write_*`) are shared with other modules.
 """
 
@@ -18,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -115,6 +121,94 @@ class LocalTree:
     def sha256(self, path: str) -> str | None:
         # Hashing locally costs a second full read; the copy already hashes what it reads.
         return None
+
+    # ---- WritableTree: a local folder as a push destination (tests, local mirrors) -----------
+
+    def hashes(self, paths: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for p in paths:
+            full = self._abs(p)
+            if full.is_file() and not full.is_symlink():
+                found[p] = sha256_file(full)
+        return found
+
+    def put_many(self, items: list[tuple[Path, str]]) -> None:
+        for local, path in items:
+            target = self._abs(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+            try:
+                shutil.copyfile(local, tmp)
+                shutil.copymode(local, tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+
+
+class PushVerifyError(PullError):
+    """A pushed file's remote hash did not match the local one."""
+
+
+class WritableTree(Protocol):
+    """Somewhere files can be pushed to. Paths are relative and '/'-separated."""
+
+    def hashes(self, paths: list[str]) -> dict[str, str]:
+        """sha256 of each of `paths` that exists there as a regular file (others are left out)."""
+        ...
+
+    def put_many(self, items: list[tuple[Path, str]]) -> None:
+        """Write each local file to its path (folders made as needed), each atomically: readers
+        never see a part of one. Batched: remote trees do it in one round trip."""
+        ...
+
+
+class PushResult(BaseModel):
+    """What one `push_tree` call did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sent: list[str] = []
+    bytes_sent: int = 0
+    skipped_unchanged: int = 0
+    bytes_total: int = 0  # of every file pushed or found unchanged
+
+
+def tree_files(root: Path) -> dict[str, Path]:
+    """Every finished regular file under `root` by relative path (nothing hidden or temp)."""
+    return {
+        f.path: root.joinpath(*_safe_parts(f.path))
+        for f in LocalTree(root).list_files()
+        if not is_in_progress(f.path)
+    }
+
+
+def push_tree(files: Mapping[str, Path], dest: WritableTree) -> PushResult:
+    """Make `dest` hold `files` (relative path -> local file): send only what differs.
+
+    Raises:
+        PushVerifyError: a sent file's remote hash does not match (the temp was renamed in, so
+            the next push sends it again).
+    """
+    local = {p: sha256_file(files[p]) for p in sorted(files)}
+    for p in local:
+        _safe_parts(p)
+    remote = dest.hashes(list(local))
+    todo = [p for p, digest in local.items() if remote.get(p) != digest]
+    result = PushResult(skipped_unchanged=len(local) - len(todo))
+    if todo:
+        dest.put_many([(files[p], p) for p in todo])
+    result.sent = todo
+    result.bytes_sent = sum(files[p].stat().st_size for p in todo)
+    result.bytes_total = sum(files[p].stat().st_size for p in local)
+    got = dest.hashes(todo) if todo else {}
+    bad = [p for p in todo if got.get(p) != local[p]]
+    if bad:
+        raise PushVerifyError(
+            f"pushed {len(bad)} file(s) whose remote sha256 does not match: {', '.join(bad[:5])}",
+            hint="the transfer or the remote disk corrupts data; try again",
+        )
+    return result
 
 
 class PullResult(BaseModel):

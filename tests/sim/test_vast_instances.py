@@ -281,3 +281,22 @@ def _docker_status(container: str | None) -> str:
         text=True,
         check=True,
     ).stdout.strip()
+
+
+def test_knobs_before_the_machine_booted_neither_deadlock_nor_wait_long(
+    vast_sim: VastSim, instances: Instances, base_image: str
+) -> None:
+    # exit() marks the instance and returns: the machine dies as soon as it has booted
+    early = instances.create(image=base_image)
+    t0 = time.monotonic()
+    vast_sim.exit(early)
+    assert time.monotonic() - t0 < 2, "exit() waited for the boot"
+    assert show(vast_sim, early)["actual_status"] == "exited"
+    row = wait_status(vast_sim, early, "exited", timeout=30)
+    assert row["intended_status"] == "running"
+    # the other knobs wait for the boot, without holding the lock the boot needs
+    other = instances.create(image=base_image)
+    t0 = time.monotonic()
+    vast_sim.preempt(other)
+    assert time.monotonic() - t0 < 30
+    assert show(vast_sim, other)["actual_status"] == "stopped"

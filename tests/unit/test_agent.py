@@ -514,3 +514,40 @@ def test_log_writes_are_whole_lines_under_concurrency(tmp_path: Path) -> None:
     for stream in ("out", "err"):
         got = [t.split("-")[1] for _, s, t in lines if s == stream]
         assert got == [str(i) for i in range(500)]
+
+
+# a workload that appends one metrics line, then writes that epoch's checkpoint, every 0.3 s
+METRICS_THEN_CHECKPOINT = """
+    import json, os, time
+    out, ck = os.environ["LAUNCH_OUTPUT_DIR"], os.environ["LAUNCH_CHECKPOINT_DIR"]
+    for epoch in range(1, int(os.environ.get("EPOCHS", "4")) + 1):
+        with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"epoch": epoch}) + "\\n")
+        path = os.path.join(ck, "ckpt-%04d" % epoch)
+        with open(path + ".tmp", "w") as f:
+            f.write(str(epoch))
+        os.replace(path + ".tmp", path)
+        time.sleep(0.3)
+"""
+
+
+def test_metrics_are_snapshotted_as_each_checkpoint_appears(tmp_path: Path) -> None:
+    root = make_root(tmp_path, METRICS_THEN_CHECKPOINT, env={"EPOCHS": "7"})
+    proc = run(root)
+    assert proc.returncode == 0, proc.stderr
+    snaps = root / agent.METRICS_SNAPSHOTS
+    names = sorted(p.name for p in snaps.iterdir())
+    # the newest few are kept, each holding exactly the lines written up to its checkpoint
+    assert names == [f"ckpt-{e:04d}.jsonl" for e in range(3, 8)], names
+    for e in range(3, 8):
+        lines = (snaps / f"ckpt-{e:04d}.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in lines] == list(range(1, e + 1))
+
+
+def test_a_resumed_checkpoint_is_not_snapshotted_again(tmp_path: Path) -> None:
+    root = make_root(tmp_path, "print('no checkpoint here')")
+    (root / agent.CHECKPOINTS).mkdir(parents=True)
+    (root / agent.CHECKPOINTS / "ckpt-0009").write_text("9")
+    proc = run(root)
+    assert proc.returncode == 0, proc.stderr
+    assert not (root / agent.METRICS_SNAPSHOTS).exists()

@@ -19,13 +19,16 @@ from launcher.sync import (
     LocalTree,
     PullError,
     PullVerifyError,
+    PushVerifyError,
     RemoteFile,
     RemoteTree,
     atomic_write_bytes,
     atomic_write_text,
     is_in_progress,
     pull_tree,
+    push_tree,
     sha256_file,
+    tree_files,
 )
 
 
@@ -274,3 +277,48 @@ def test_atomic_write_helpers(tmp_path: Path) -> None:
     data = os.urandom(2 * 1024 * 1024 + 3)
     write(tmp_path, "blob", data)
     assert sha256_file(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
+
+
+# ---- push_tree: by manifest diff --------------------------------------------------------------
+
+
+def test_push_sends_only_what_differs_and_verifies(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    for i in range(20):
+        write(local, f"pkg/mod{i:02d}.py", os.urandom(10_000))
+    (local / "pkg" / "mod00.py").chmod(0o755)
+    write(local, ".hidden", "never pushed")
+    write(local, "half.tmp", "a writer's temp")
+    dest = LocalTree(tmp_path / "far")  # does not exist yet
+    first = push_tree(tree_files(local), dest)
+    assert len(first.sent) == 20 and first.bytes_sent == first.bytes_total == 200_000
+    for i in range(20):
+        rel = f"pkg/mod{i:02d}.py"
+        assert sha256_file(tmp_path / "far" / rel) == sha256_file(local / rel)
+    assert (tmp_path / "far" / "pkg" / "mod00.py").stat().st_mode & 0o777 == 0o755
+    assert (
+        not (tmp_path / "far" / ".hidden").exists()
+        and not (tmp_path / "far" / "half.tmp").exists()
+    )
+    write(local, "pkg/mod07.py", os.urandom(10_000))
+    (tmp_path / "far" / "pkg" / "mod11.py").write_bytes(b"damaged on the far side")
+    again = push_tree(tree_files(local), dest)
+    assert sorted(again.sent) == ["pkg/mod07.py", "pkg/mod11.py"]
+    assert again.bytes_sent == 20_000 and again.skipped_unchanged == 18
+    assert push_tree(tree_files(local), dest).sent == []
+    assert not leftovers(tmp_path / "far")
+
+
+class _Corrupting(LocalTree):
+    def put_many(self, items: list[tuple[Path, str]]) -> None:
+        super().put_many(items)
+        for _local, path in items:
+            target = self.root / path
+            target.write_bytes(target.read_bytes()[:-1] + b"!")
+
+
+def test_push_whose_copy_arrives_damaged_raises(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    write(local, "a.bin", b"payload")
+    with pytest.raises(PushVerifyError, match="a.bin"):
+        push_tree(tree_files(local), _Corrupting(tmp_path / "far"))

@@ -58,6 +58,7 @@ class Instance:
     boot_error: str | None = None
     booted: threading.Event = field(default_factory=threading.Event)
     preempted: str | None = None  # the actual_status shown while pre-empted
+    exit_early: bool = False  # exit() came before the machine booted: it dies once it does
     destroyed: bool = False
     ssh_keys: list[str] = field(default_factory=list[str])
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict[str, list[dict[str, str]]])
@@ -202,6 +203,8 @@ class InstanceBook:
                 self.machines.remove(handle)
                 inst.booted.set()
                 return
+            if inst.exit_early:
+                self.machines.kill(handle)
             try:
                 inst.ports = self.machines.ports(handle)
                 if ssh:
@@ -226,9 +229,13 @@ class InstanceBook:
 
     def close(self) -> None:
         with self._lock:
-            for inst in self._instances.values():
-                inst.destroyed = True
+            left = list(self._instances.values())
             self._instances.clear()
+        for inst in left:
+            with inst.lock:
+                inst.destroyed = True
+        for inst in left:  # a boot still under way would create its machine after remove_all
+            inst.booted.wait(60)
         self.machines.remove_all()
 
     # ---- reads ------------------------------------------------------------------------------
@@ -252,6 +259,8 @@ class InstanceBook:
         """(actual_status, status_msg) now."""
         if inst.boot_error:
             return "exited", f"Error: {inst.boot_error}"
+        if inst.exit_early:
+            return "exited", "the instance's main process exited"
         if inst.intended == "stopped":
             return "stopped", "Instance stopped by user"
         if inst.preempted:
@@ -282,6 +291,8 @@ class InstanceBook:
     # ---- changes ----------------------------------------------------------------------------
 
     def _machine(self, inst: Instance) -> str:
+        """The machine's handle, once booted. NOTE: never call this holding `inst.lock`:
+        `_boot` takes that lock to record the handle, so waiting under it deadlocks."""
         if not inst.booted.wait(120) or inst.handle is None:
             raise ApiError(409, "not_ready", inst.boot_error or "instance has no machine yet")
         return inst.handle
@@ -290,8 +301,8 @@ class InstanceBook:
         inst = self._require(iid)
         if state not in ("running", "stopped"):
             raise ApiError(400, "invalid_args", f"unknown state {state!r}")
+        handle = self._machine(inst)
         with inst.lock:
-            handle = self._machine(inst)
             if state == "stopped":
                 inst.intended = "stopped"
                 self.machines.stop(handle)
@@ -303,8 +314,8 @@ class InstanceBook:
     def reboot(self, iid: int) -> None:
         """Stop and start the machine (disk kept): loading -> running again."""
         inst = self._require(iid)
+        handle = self._machine(inst)
         with inst.lock:
-            handle = self._machine(inst)
             self.machines.stop(handle)
             self._restart(inst, handle)
 
@@ -324,11 +335,12 @@ class InstanceBook:
         if not price >= float(inst.offer["min_bid"]):  # NaN (no price) fails too
             raise ApiError(400, "invalid_args", f"bid ${price}/h is below min_bid")
         storage_dph = float(inst.offer["storage_cost"]) * inst.disk / HOURS_PER_MONTH
+        handle = self._machine(inst) if inst.preempted is not None else None
         with inst.lock:
-            outbid = inst.preempted is not None and price > (inst.bid or 0.0)
+            outbid = handle is not None and price > (inst.bid or 0.0)
             inst.bid, inst.dph_total = price, round(price + storage_dph, 6)
-            if outbid:  # a higher bid wins the machine back
-                self._restart(inst, self._machine(inst))
+            if outbid and handle is not None:  # a higher bid wins the machine back
+                self._restart(inst, handle)
 
     def attach_key(self, iid: int, key: str) -> None:
         inst = self._require(iid)
@@ -350,8 +362,8 @@ class InstanceBook:
     def preempt(self, iid: int, *, status: str = "stopped", pause: bool = False) -> None:
         """Outbid: the machine is paused/stopped; intended stays running."""
         inst = self._require(iid)
+        handle = self._machine(inst)
         with inst.lock:
-            handle = self._machine(inst)
             inst.preempted = status
             if pause:
                 self.machines.pause(handle)
@@ -361,14 +373,19 @@ class InstanceBook:
     def resume(self, iid: int) -> None:
         """The higher bidder left: the instance starts again (loading -> running)."""
         inst = self._require(iid)
+        handle = self._machine(inst)
         with inst.lock:
-            self._restart(inst, self._machine(inst))
+            self._restart(inst, handle)
 
     def exit(self, iid: int) -> None:
-        """The machine's main process dies: actual_status becomes exited."""
+        """The machine's main process dies: actual_status becomes exited. Before the machine
+        has booted, it is marked and killed as soon as it boots (the call never waits)."""
         inst = self._require(iid)
         with inst.lock:
-            self.machines.kill(self._machine(inst))
+            if inst.handle is None and not inst.booted.is_set():
+                inst.exit_early = True
+                return
+        self.machines.kill(self._machine(inst))
 
     def drop_ssh(self, iid: int) -> None:
         """Kill every sshd in the machine (listener and sessions); the job keeps running."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -202,6 +203,16 @@ class DockerMachines:
             self._get(handle).remove(force=True)
         except self._errors.NotFound:
             pass
+        except self._errors.APIError as e:
+            if e.status_code != 409:  # "removal already in progress": wait for it to finish
+                raise
+            for _ in range(100):
+                try:
+                    self._get(handle)
+                except self._errors.NotFound:
+                    return
+                time.sleep(0.1)
+            raise
 
     def _exec(self, handle: str, script: str, env: dict[str, str] | None = None) -> str:
         try:
@@ -229,14 +240,13 @@ class DockerMachines:
             return ""
 
     def remove_all(self) -> None:
+        # a boot thread may be removing its own container right now (its instance was
+        # destroyed while it booted): skip what vanishes, wait for removals in progress
         found = self._client.containers.list(
-            all=True, filters={"label": [f"launch.sim.owner={self.owner}"]}
+            all=True, filters={"label": [f"launch.sim.owner={self.owner}"]}, ignore_removed=True
         )
         for c in found:
-            try:
-                c.remove(force=True)
-            except self._errors.NotFound:
-                pass
+            self.remove(str(c.id))
 
 
 def pick_machines(owner: str, kind: str = "auto", workdir: Any = None) -> Machines:

@@ -62,3 +62,44 @@ def describe(offer: dict[str, Any]) -> str:
     where = offer.get("geolocation") or "?"
     dph = float(offer.get("dph_total") or 0)
     return f"offer {offer.get('id')}: {n}x {gpu}, ${dph:.3f}/h, {where}"
+
+
+def reliability(offer: dict[str, Any]) -> float:
+    """The host's reliability score (0..1); Vast sends it as `reliability2` or `reliability`."""
+    value = offer.get("reliability2", offer.get("reliability"))
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def price(offer: dict[str, Any], opts: VastOptions) -> float:
+    """What renting `offer` costs per hour, storage included: its dph_total, or for an
+    interruptible rental our bid (5% over the floor the search priced it at)."""
+    dph = float(offer.get("dph_total") or 0)
+    bid = bid_price(offer, opts)
+    if bid is not None:
+        dph += bid - float(offer.get("min_bid") or offer.get("dph_base") or 0)
+    return dph
+
+
+def rank(offers: list[dict[str, Any]], opts: VastOptions) -> list[dict[str, Any]]:
+    """Best first: the lowest $/h per unit of reliability, i.e. the expected price of an hour
+    that is not lost to a failing host. A 0.95 host must be 5% cheaper to beat a 1.0 one."""
+
+    def key(o: dict[str, Any]) -> tuple[float, float, int]:
+        return (price(o, opts) / max(reliability(o), 0.01), -reliability(o), int(o.get("id") or 0))
+
+    return sorted(offers, key=key)
+
+
+# The search filter -> the spec field a user changes to relax it (for "nothing fits" problems).
+FILTER_FIELDS: dict[str, str] = {
+    "num_gpus": "resources.gpu.count",
+    "gpu_name": "resources.gpu.types",
+    "gpu_ram": "resources.gpu.min_vram_gb",
+    "cpu_cores_effective": "resources.cpus",
+    "cpu_ram": "resources.memory_gb",
+    "disk_space": "resources.disk_gb",
+    "cuda_max_good": "targets.vast.min_cuda",
+    "reliability": "targets.vast.min_reliability",
+    "dph_total": "targets.vast.max_dph",
+    "inet_down": "targets.vast.min_inet_down_mbps",
+}

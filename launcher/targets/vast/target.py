@@ -1,38 +1,49 @@
-"""The Vast.ai target: rent the cheapest offer that fits, run the agent over SSH, bring it home.
+"""The Vast.ai target: rent the best offer that fits, run the agent over SSH, bring it home.
 
-    submit    search offers -> ledger intent (label launch-<run id>) -> create -> handle
-    advance   once the instance runs: attach our key -> connect (pin the host key) -> upload
-              and verify the bundle -> start the agent detached (it survives SSH drops)
-    status    the instance row through `_NATIVE_STATUS`, then the agent's status.json (SFTP)
+    submit    search offers, best $/h per reliability first -> ledger intent (label
+              launch-<run id>) -> create -> handle
+    advance   once the instance runs: attach our key -> connect (pin the host key) -> push
+              bundle, inputs, checkpoints to resume from (only what differs, hash-checked)
+              -> start the agent detached (it survives SSH drops)
+    status    the instance row through `NATIVE_STATUS`, then the agent's status.json (SFTP)
+    pull      outputs, checkpoints, logs by manifest diff, verified (workspace.py, sftp.py)
+    advance   (mid-run) pre-empted: keep what was streamed, rent again, resume (moves.py)
     cleanup   destroy the instance: Vast bills a stopped instance's disk, so nothing is kept
 
-The instance's workspace (layout, upload, agent start, status.json) is in `workspace.py`.
+Renting and instance states are in `lifecycle.py`; the instance's workspace (layout, upload,
+agent start, status.json, pull) in `workspace.py`; `launch plan` in `plan.py`.
 """
 
 from __future__ import annotations
 
-import os
-import shlex
 import time
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from launcher import agent as agent_mod
-from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
+from launcher.errors import TargetError, TargetUnavailableError
 from launcher.state import RunHandle
-from launcher.sync import PullResult, pull_tree
-from launcher.targets.base import CheckResult, Ledger, LogLine, Phase, Prepared, Target
+from launcher.sync import PullResult
+from launcher.targets.base import CheckResult, Ledger, LogLine, Phase, Plan, Prepared, Target
 from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_config, agent_phase, job_bundle, parse_log_chunk
-from launcher.targets.vast import offers as offers_mod
+from launcher.targets.jobfiles import agent_phase, parse_log_chunk
 from launcher.targets.vast.client import VastClient, api_key, api_url
-from launcher.targets.vast.options import VastOptions
+from launcher.targets.vast.lifecycle import (
+    DEAD,
+    LABEL_PREFIX,
+    NATIVE_STATUS,
+    destroy_labelled,
+    ours,
+    preempted,
+    rent,
+    ssh_address,
+)
+from launcher.targets.vast.moves import LogTail, next_attempt
+from launcher.targets.vast.prepare import first_handle, prepare_vast
 from launcher.targets.vast.ssh import (
     TRANSIENT,
     HostKeyChangedError,
-    SftpTree,
     SshConn,
     SshUnreachableError,
     ensure_key,
@@ -41,56 +52,19 @@ from launcher.targets.vast.workspace import (
     VastHandle,
     agent_alive,
     agent_status,
+    pull_workspace,
+    run_handle,
+    signal_agent,
     start_agent,
     upload,
+    with_real_price,
 )
 
-LABEL_PREFIX = "launch-"
-MAX_OFFERS_TRIED = 3  # creates tried per rental before giving up
 MAX_REPLACEMENTS = 2  # instances that died before the job started, replaced by another offer
 MAX_PREEMPTIONS = 3  # pre-empted mid-run: resumed on another offer this many times at most
 ROW_TTL_S = 0.25  # one orchestrator poll (advance + status) reads the instance row once
 SSH_LOST_AFTER_S = 300.0  # an instance that runs but never answers SSH for this long is lost
 AGENT_SILENT_S = 30.0  # a heartbeat unchanged this long makes us ask whether the agent lives
-PULLED_DIRS = frozenset({agent_mod.OUTPUTS, agent_mod.CHECKPOINTS, agent_mod.LOGS})
-
-# "will never reach running: destroy and retry" (Vast's OpenAPI quirks)
-_DEAD = frozenset({"exited", "unknown", "offline"})
-# Vast's actual_status -> where the machine is. "Intended running, actual stopped" is how an
-# outbid interruptible instance looks; exited/unknown/offline never come back to running.
-_NATIVE_STATUS: Mapping[str | None, Phase] = {
-    None: Phase.PROVISIONING,
-    "created": Phase.PROVISIONING,
-    "loading": Phase.PROVISIONING,
-    "rebooting": Phase.PROVISIONING,
-    "running": Phase.RUNNING,
-    "stopped": Phase.LOST,
-    "frozen": Phase.LOST,
-    "exited": Phase.LOST,
-    "unknown": Phase.LOST,
-    "offline": Phase.LOST,
-}
-
-
-def _preempted(row: Mapping[str, Any]) -> bool:
-    """Intended running, actually not: outbid (stopped) or its host went away."""
-    actual = row.get("actual_status")
-    return row.get("intended_status") == "running" and actual in ("stopped", *_DEAD)
-
-
-def _pulled(path: str) -> bool:
-    return path.split("/", 1)[0] in PULLED_DIRS or path == agent_mod.STATUS_FILE
-
-
-def _ssh_address(row: Mapping[str, Any]) -> tuple[str, int] | None:
-    """Direct (public ip + mapped 22/tcp) when the host offers it, else Vast's ssh proxy."""
-    ports = cast("dict[str, Any]", row.get("ports") or {})
-    bind = cast("list[dict[str, Any]]", ports.get("22/tcp") or [])
-    if bind and bind[0].get("HostPort") and row.get("public_ipaddr"):
-        return str(row["public_ipaddr"]), int(bind[0]["HostPort"])
-    if row.get("ssh_host") and row.get("ssh_port"):
-        return str(row["ssh_host"]), int(row["ssh_port"])
-    return None
 
 
 class VastTarget(Target):
@@ -112,6 +86,8 @@ class VastTarget(Target):
         self._pulled_to: dict[str, Path] = {}  # where this process last pulled each run
         self._cursor: dict[str, int] = {}  # the log cursor last handed out, per run
         self._rows: dict[int, tuple[float, dict[str, Any] | None]] = {}
+        self._tails: dict[str, LogTail] = {}  # job.log bytes streamed since the last pull
+        self._stopped_early: set[str] = set()  # cancelled before the agent was started
 
     def _row(self, iid: int) -> dict[str, Any] | None:
         """The instance's row, read at most once per ROW_TTL_S: advance() and status() of
@@ -151,143 +127,38 @@ class VastTarget(Target):
     # ---- prepare / submit -------------------------------------------------------------------
 
     def prepare(self, spec: Any, run_id: str, workdir: Path) -> Prepared:
-        opts: VastOptions = spec.targets.for_target("vast")
         _ = self.client  # no API key: say so before building anything
-        image = opts.image or spec.image
-        if not image:
-            raise TargetUnavailableError(
-                "the vast target runs an image, and this job names none",
-                hint="set `image:` or `targets.vast.image: <registry image>`",
-            )
-        missing = [s for s in spec.secrets if s not in os.environ]
-        if missing:
-            raise TargetUnavailableError(
-                f"secret(s) not set in this shell: {', '.join(missing)}",
-                hint="export them before `launch run`; their values never enter the bundle",
-            )
-        if spec.inputs:
-            raise TargetUnavailableError(
-                "the vast target does not ship job inputs yet",
-                hint="bake the data into the image or download it in the job",
-            )
-        bundle = job_bundle(spec, self.home, self.notify)
-        config = agent_config(spec)
-        return Prepared(
-            run_id=run_id,
-            bundle_path=bundle.path,
-            bundle_digest=bundle.digest,
-            image=image,
-            secrets=list(spec.secrets),
-            data={
-                "agent": config,
-                "query": offers_mod.offer_query(spec, opts),
-                "options": opts.model_dump(),
-                "disk_gb": float(spec.resources.disk_gb),
-            },
-        )
+        return prepare_vast(spec, run_id, self.home, self.notify)
 
     def submit(self, prepared: Prepared, ledger: Ledger) -> RunHandle:
-        d = prepared.data
-        h = VastHandle(
-            instance_id=0,
-            offer_id=0,
-            label=f"{LABEL_PREFIX}{prepared.run_id}",
-            dph_total=0.0,
-            bundle_path=str(prepared.bundle_path),
-            bundle_digest=prepared.bundle_digest,
-            agent=dict(d["agent"], run_id=prepared.run_id),
-            secrets=prepared.secrets,
-            resume_from=str(prepared.resume_checkpoints) if prepared.resume_checkpoints else None,
-            image=str(prepared.image),
-            disk_gb=float(d["disk_gb"]),
-            options=d["options"],
-            query=d["query"],
-        )
-        h = self._rent(h, ledger)
+        h = self._rent_one(first_handle(prepared, LABEL_PREFIX), ledger)
         return self._run_handle(prepared.run_id, h)
 
-    def _run_handle(self, run_id: str, h: VastHandle) -> RunHandle:
-        """The handle with the rented offer's price, which the orchestrator records."""
-        return RunHandle(
-            target=self.name,
-            run_id=run_id,
-            data=h.model_dump(),
-            price_per_hour=Decimal(str(h.dph_total)),
-        )
+    def _rent_one(self, h: VastHandle, ledger: Ledger) -> VastHandle:
+        return rent(self.client, self.home, h, ledger, self.notify)
 
-    def _rent(self, h: VastHandle, ledger: Ledger) -> VastHandle:
-        """Rent the cheapest fitting offer not tried yet; the ledger hears of it first."""
-        opts = VastOptions.model_validate(h.options)
-        found = [o for o in self.client.search_offers(h.query) if int(o["id"]) not in h.tried]
-        if not found:
-            raise NoCapacityError(
-                "no Vast offer fits this job right now",
-                hint="relax targets.vast (max_dph, min_reliability, min_cuda) or the GPU types",
-            )
-        _key_path, public = ensure_key(self.home)
-        ticket = ledger.intent("instance", h.label, {"label": h.label})
-        last: TargetError | None = None
-        for offer in found[:MAX_OFFERS_TRIED]:
-            payload: dict[str, Any] = {
-                "client_id": "me",
-                "image": h.image,
-                "disk": h.disk_gb,
-                "label": h.label,
-                "env": {},
-                "price": offers_mod.bid_price(offer, opts),
-                # Vast's ssh mode skips the ENTRYPOINT and runs this after its sshd; the key is
-                # also attached through the API once the instance runs
-                "onstart": f"mkdir -p /root/.ssh && echo {shlex.quote(public)} "
-                ">> /root/.ssh/authorized_keys",
-                "runtype": "ssh",
-            }
-            try:
-                iid = self.client.create_instance(int(offer["id"]), payload)
-            except TargetError as e:
-                last = e
-                # the service may have rented it before the answer was lost: never keep a twin
-                self._destroy_labelled(h.label)
-                self.notify(f"could not rent {offers_mod.describe(offer)}: {e.message}")
-                continue
-            ledger.created(ticket, native_id=str(iid))
-            self.notify(f"rented {offers_mod.describe(offer)} as instance {iid}")
-            return h.model_copy(
-                update={
-                    "instance_id": iid,
-                    "offer_id": int(offer["id"]),
-                    "dph_total": float(offer.get("dph_total") or 0),
-                    "tried": [*h.tried, int(offer["id"])],
-                }
-            )
-        assert last is not None
-        raise last
+    def _run_handle(self, run_id: str, h: VastHandle) -> RunHandle:
+        return run_handle(self.name, run_id, h)
 
     def _resume_elsewhere(
         self, handle: RunHandle, h: VastHandle, row: Mapping[str, Any], ledger: Ledger
     ) -> RunHandle:
         """Pre-empted mid-run: continue on another offer from the newest pulled checkpoint.
 
-        The pulled outputs go up with the checkpoints (metrics.jsonl continues where it was);
-        the old instance's log is kept beside the new one as logs/job.<instance>.log.
+        The pulled outputs go up with the checkpoints, metrics.jsonl as it was when the newest
+        pulled checkpoint was written; the old instance's log, completed with what was streamed
+        after the last pull, is kept beside the new one as logs/job.<instance>.log (moves.py).
         """
-        dest = self._pulled_to.get(handle.run_id)
-        resume: str | None = None
-        if dest is not None and dest.is_dir():
-            resume = str(dest)
-            old_log = dest / agent_mod.LOG_FILE
-            if old_log.is_file():
-                old_log.rename(old_log.with_name(f"job.{h.instance_id}.log"))
+        h = next_attempt(
+            h,
+            self._pulled_to.get(handle.run_id),
+            self._tails.pop(handle.run_id, None),
+            self._cursor.get(handle.run_id, h.log_base),
+            self.notify,
+        )
         self.notify(
             f"instance {h.instance_id} was pre-empted ({row.get('status_msg') or 'outbid'}); "
-            + (f"resuming from the checkpoints pulled to {dest}" if resume else "restarting")
-        )
-        h = h.model_copy(
-            update={
-                "resume_from": resume,
-                "preemptions": h.preemptions + 1,
-                "log_base": self._cursor.get(handle.run_id, h.log_base),
-                "agent": dict(h.agent, attempt=h.preemptions + 2),
-            }
+            + (f"resuming from {h.resume_from}" if h.resume_from else "restarting")
         )
         return self._replace(handle, h, row, ledger)
 
@@ -309,22 +180,21 @@ class VastTarget(Target):
         if conn is not None:
             conn.close()
         self.client.destroy_instance(h.instance_id)
-        self._destroy_labelled(h.label)
+        destroy_labelled(self.client, h.label)
+        if h.attempts and h.attempts[-1].end is None:  # its bill stops here
+            ended = h.attempts[-1].model_copy(update={"end": time.time()})
+            h = h.model_copy(update={"attempts": [*h.attempts[:-1], ended]})
         fresh = VastHandle.model_validate(
             h.model_dump(exclude={"host_key", "key_attached", "uploaded", "started"})
         )
-        fresh = self._rent(fresh, ledger)
+        fresh = self._rent_one(fresh, ledger)
         self._latest[handle.run_id] = fresh
         return self._run_handle(handle.run_id, fresh)
-
-    def _destroy_labelled(self, label: str) -> None:
-        for row in self.client.instances_labelled(label):
-            self.client.destroy_instance(int(row["id"]))
 
     # ---- after provisioning -----------------------------------------------------------------
 
     def _conn(self, run_id: str, h: VastHandle, row: Mapping[str, Any]) -> SshConn:
-        addr = _ssh_address(row)
+        addr = ssh_address(row)
         if addr is None:
             raise TargetError("the instance runs but shows no ssh address yet")
         conn = self._conns.get(run_id)
@@ -339,17 +209,19 @@ class VastTarget(Target):
 
     def advance(self, handle: RunHandle, ledger: Ledger) -> RunHandle | None:
         h = self._h(handle)
+        if handle.run_id in self._stopped_early:
+            return None  # asked to stop before the job started: never start it
         if h.started:
             if h.preemptions >= MAX_PREEMPTIONS:
                 return None
             row = self._row(h.instance_id)
-            if row is None or not _preempted(row):
+            if row is None or not preempted(row):
                 return None
             return self._resume_elsewhere(handle, h, row, ledger)
         row = self._row(h.instance_id)
         if (
             row is not None
-            and row.get("actual_status") in _DEAD
+            and row.get("actual_status") in DEAD
             and h.replacements < MAX_REPLACEMENTS
         ):
             return self._replace(handle, h, row, ledger)
@@ -359,8 +231,9 @@ class VastTarget(Target):
             _key_path, public = ensure_key(self.home)
             self.client.attach_ssh_key(h.instance_id, public)
             h.key_attached = True
+            h = with_real_price(h, row)
             self._latest[handle.run_id] = h
-            return handle.model_copy(update={"data": h.model_dump()})
+            return self._run_handle(handle.run_id, h)
         try:
             conn = self._conn(handle.run_id, h, row)
             conn.connect()
@@ -375,7 +248,7 @@ class VastTarget(Target):
         h.host_key = conn.host_key
         try:  # each step is idempotent: a failed one is simply done again next poll
             if not h.uploaded:
-                upload(conn, h)
+                upload(conn, h, self.notify)
                 h.uploaded = True
             else:
                 start_agent(conn, h)
@@ -391,17 +264,21 @@ class VastTarget(Target):
 
     def status(self, handle: RunHandle) -> TS:
         h = self._h(handle)
+        if handle.run_id in self._stopped_early:
+            return TS(phase=Phase.STOPPED, stop_reason="control", message="stopped before start")
         row = self._row(h.instance_id)
         if row is None:
             return TS(phase=Phase.LOST, message=f"instance {h.instance_id} is gone")
         actual, intended = row.get("actual_status"), row.get("intended_status")
-        machine = _NATIVE_STATUS.get(actual)
+        machine = NATIVE_STATUS.get(actual)
         if machine is None:
             self.notify(f"unknown Vast status {actual!r}; treating it as provisioning")
             machine = Phase.PROVISIONING
         if machine is Phase.LOST:
             why = "pre-empted (outbid)" if intended == "running" and actual == "stopped" else ""
-            msg = f"instance {h.instance_id} is {actual}{', ' + why if why else ''}"
+            if h.started and h.preemptions >= MAX_PREEMPTIONS:
+                why += f"; moved {h.preemptions} times already, the limit"
+            msg = f"instance {h.instance_id} is {actual}{', ' + why.lstrip('; ') if why else ''}"
             return TS(phase=Phase.LOST, message=f"{msg}: {row.get('status_msg') or ''}".strip())
         if machine is Phase.PROVISIONING:
             return TS(phase=Phase.PROVISIONING, message=str(row.get("status_msg") or ""))
@@ -444,6 +321,7 @@ class VastTarget(Target):
         if not chunk:
             return [], cursor
         lines, used = parse_log_chunk(chunk)
+        self._tails.setdefault(handle.run_id, LogTail()).add(cursor - h.log_base, chunk[:used])
         self._cursor[handle.run_id] = cursor + used
         return lines, cursor + used
 
@@ -460,7 +338,11 @@ class VastTarget(Target):
         conn = self._conn(handle.run_id, h, row)
         for attempt in range(3):
             try:
-                return pull_tree(SftpTree(conn, h.root), dest, include=_pulled)
+                result = pull_workspace(conn, h, dest)
+                log = dest / agent_mod.LOG_FILE
+                if handle.run_id in self._tails and log.is_file():
+                    self._tails[handle.run_id].pulled(log.stat().st_size)
+                return result
             except (*TRANSIENT, SshUnreachableError) as e:  # what was installed stays
                 conn.close()
                 self._rows.pop(h.instance_id, None)
@@ -484,18 +366,13 @@ class VastTarget(Target):
             row = self._row(h.instance_id)
             if row is None or row.get("actual_status") != "running":
                 return
-            conn = self._conn(handle.run_id, h, row)
-            if control:  # reaches the agent even if the signal cannot
-                conn.write_bytes(f"{h.root}/{agent_mod.CONTROL_FILE}", b'{"desired": "stop"}')
-            conn.run(f"kill -{sig} $(cat {h.root}/agent.pid) 2>/dev/null", timeout=30)
-            if sig == "KILL":  # the workload runs in its own session
-                pid = agent_status(conn, h).get("pid")
-                if isinstance(pid, int):
-                    conn.run(f"kill -KILL -- -{pid} 2>/dev/null", timeout=30)
+            signal_agent(self._conn(handle.run_id, h, row), h, sig, control)
         except TargetError as e:
             self.notify(f"could not signal the agent on instance {h.instance_id}: {e.message}")
 
     def cancel(self, handle: RunHandle) -> None:
+        if not self._h(handle).started:  # nothing runs yet to checkpoint: just never start it
+            self._stopped_early.add(handle.run_id)
         self._signal(handle, "TERM", control=True)
 
     def kill(self, handle: RunHandle) -> None:
@@ -508,24 +385,31 @@ class VastTarget(Target):
         if conn is not None:
             conn.close()
         self.client.destroy_instance(h.instance_id)
-        self._destroy_labelled(h.label)
+        destroy_labelled(self.client, h.label)
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         if native_id.isdigit():
             self.client.destroy_instance(int(native_id))
         label = str(data.get("label") or native_id)
-        if label.startswith(LABEL_PREFIX):
-            self._destroy_labelled(label)
+        if ours(label) is not None:
+            destroy_labelled(self.client, label)
 
     def labelled(self) -> list[tuple[str, str, str]]:
-        """Instances whose label says launch made them: (instance id, run id, actual status)."""
+        """Instances whose label our scheme made (`launch-<run id>`): (instance id, run id,
+        actual status). Anyone else's instances, labelled or not, are never listed."""
         try:
             rows = self.client.list_instances()
         except (TargetError, TargetUnavailableError) as e:
             self.notify(f"cannot list Vast instances: {e.message}")
             return []
-        return [
-            (str(r["id"]), str(r["label"])[len(LABEL_PREFIX) :], str(r.get("actual_status")))
-            for r in rows
-            if str(r.get("label") or "").startswith(LABEL_PREFIX)
-        ]
+        found: list[tuple[str, str, str]] = []
+        for r in rows:
+            run_id = ours(r.get("label"))
+            if run_id is not None:
+                found.append((str(r["id"]), run_id, str(r.get("actual_status"))))
+        return found
+
+    def plan(self, spec: Any) -> Plan:
+        from launcher.targets.vast.plan import plan_vast
+
+        return plan_vast(self.client, spec)

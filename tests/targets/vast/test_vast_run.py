@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from launcher.sim.vast import VastSim
+from launcher.targets.vast.options import VastOptions
 from tests.conftest import launch_cmd
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import KEY
@@ -191,6 +192,56 @@ def test_preempted_run_resumes_on_another_offer_and_succeeds(
         assert rec["handle"]["data"]["preemptions"] == 1
         summary = json.loads((out / "outputs" / "summary.json").read_text())
         assert summary["epochs_done"] == 14
+        metrics = (out / "outputs" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in metrics] == list(range(1, 15)), (
+            stderr,
+            sorted(
+                str(p.relative_to(out)) for p in out.rglob("*") if "ckpt" not in p.parts[-2:][0]
+            ),
+            (out / ".launch-pull.json").read_text(),
+        )
+        # cost = each attempt's $/h x the time it was held, summed over both instances
+        tries = rec["handle"]["data"]["attempts"]
+        assert [t["end"] is None for t in tries] == [False, True]
+        first_cost = tries[0]["dph_total"] * (tries[0]["end"] - tries[0]["start"]) / 3600
+        assert float(rec["cost_usd"]) > first_cost > 0
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
+
+
+def test_max_cost_usd_stops_the_run_with_a_checkpoint_before_the_cap(
+    project: Path, vast: VastSim, base_image: str
+) -> None:
+    from launcher.spec import load_spec
+    from launcher.targets.vast.client import VastClient
+    from launcher.targets.vast.offers import offer_query, rank
+
+    spec = load_spec(project / "jobs" / "hello.yaml", profile="smoke")
+    offers = VastClient(vast.url, KEY).search_offers(offer_query(spec, VastOptions()))
+    best = rank(offers, VastOptions())[0]
+    price = float(best["dph_total"])
+    # the stop comes a grace period (2 s) plus a minute before the cap: ~25 s after the create
+    cap = round(price * (2 + 60 + 25) / 3600, 6)
+    proc = launch(
+        project,
+        *run_args(
+            base_image,
+            "--set",
+            "run=python3 -m hello.train --epochs 200 --epoch-seconds 0.5",
+            "--set",
+            "limits.grace_seconds=2",
+            "--set",
+            f"limits.max_cost_usd={cap}",
+        ),
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "max_cost_usd" in proc.stderr + proc.stdout
+    rec = record(project)
+    assert rec["status"] == "failed" and rec["failure_reason"] == "cost_limit", rec
+    assert 0 < float(rec["cost_usd"]) <= cap, (rec["cost_usd"], cap)
+    out = Path(rec["output_dir"])
+    summary = json.loads((out / "outputs" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["epochs_done"] < 200, summary
+    assert (out / "checkpoints" / f"ckpt-epoch-{summary['epochs_done']:04d}.json").is_file()

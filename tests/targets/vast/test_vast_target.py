@@ -320,6 +320,7 @@ def test_preempted_mid_run_resumes_on_another_offer_from_the_pulled_checkpoint(
         target.pull(handle, dest)
         time.sleep(0.3)
     vast_sim.preempt(first)
+    streamed_before = {int(t.split()[1].split("/")[0]) for t in texts if t.startswith("epoch ")}
     end = time.monotonic() + 120
     while True:  # as the orchestrator polls: advance, status, logs, periodic pull
         assert time.monotonic() < end, st
@@ -345,13 +346,72 @@ def test_preempted_mid_run_resumes_on_another_offer_from_the_pulled_checkpoint(
     kept_log = (dest / "logs" / f"job.{first}.log").read_text()
     kept = {int(m) for m in re.findall(r" epoch (\d+)/\d+ ", kept_log)}
     assert streamed | kept == set(range(1, n + 1)), (sorted(streamed), sorted(kept))
-    # Checkpoints are written atomically and never lost. metrics.jsonl is appended every epoch:
-    # lines the pre-empted machine wrote after the last stable pull are gone with it (a pull never
-    # installs a file that changed mid-copy), so only order and the end are guaranteed here.
+    # every line streamed from the pre-empted machine is in its kept log, pulled or not
+    assert streamed_before <= kept, (sorted(streamed_before), sorted(kept))
+    # metrics.jsonl went back up as it was at the newest pulled checkpoint (the agent's
+    # snapshot), so the resumed run wrote each epoch's line exactly once
     metrics = [
         json.loads(x)["epoch"]
         for x in (dest / "outputs" / "metrics.jsonl").read_text().splitlines()
     ]
-    assert metrics == sorted(set(metrics)) and metrics[-1] == n, metrics
+    assert metrics == list(range(1, n + 1)), metrics
+    # cost per attempt: the first instance's bill ended at the move, the second's runs on
+    first_try, second_try = handle.data["attempts"]
+    assert first_try["instance_id"] == first and first_try["end"] is not None
+    assert second_try["instance_id"] == handle.data["instance_id"] and second_try["end"] is None
+    assert handle.spent_usd > 0 and handle.billed_since is not None
     assert (dest / "logs" / f"job.{first}.log").is_file()  # the first attempt's log is kept
+    target.cleanup(handle)
+
+
+def test_a_run_stopped_before_its_job_started_never_starts_it(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
+    target.cancel(handle)  # e.g. max_cost_usd reached while the instance was still loading
+    for _ in range(10):  # as the orchestrator keeps polling
+        assert target.advance(handle, _Ledger()) is None
+        st = target.status(handle)
+        assert st.phase is Phase.STOPPED and st.stop_reason == "control", st
+        time.sleep(0.1)
+    assert target.pull(handle, tmp_path / "out").copied == []
+    target.cleanup(handle)
+    assert vast_sim.instance(handle.data["instance_id"]) is None
+
+
+def test_pre_emptions_past_the_retry_limit_end_the_run_as_lost(
+    target: VastTarget,
+    vast_sim: VastSim,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import launcher.targets.vast.target as target_mod
+
+    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
+    handle, _st = _drive(target, handle, {Phase.RUNNING})
+    monkeypatch.setattr(target_mod, "MAX_PREEMPTIONS", 0)  # no move left
+    vast_sim.preempt(handle.data["instance_id"])
+    handle, st = _drive(target, handle, {Phase.LOST}, timeout=20)
+    assert "the limit" in st.message and handle.data["preemptions"] == 0
+    assert len(vast_sim.instances()) == 1  # nothing rented in its place
+    target.cleanup(handle)
+
+
+def test_an_interruptible_run_records_the_price_it_really_pays(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+) -> None:
+    spec = _spec("targets.vast.interruptible=true")
+    [planned, *_] = target.plan(spec).options
+    handle = _submit(
+        target, base_image, tmp_path, "targets.vast.interruptible=true", "run=sleep 30"
+    )
+    handle, _st = _drive(target, handle, {Phase.RUNNING})
+    row = vast_sim.instance(handle.data["instance_id"])
+    assert row is not None and row["is_bid"]
+    # the bid (5% over the floor the search showed) plus storage, as the instance bills it
+    assert float(handle.price_per_hour or 0) == pytest.approx(row["dph_total"])
+    assert handle.data["attempts"][-1]["dph_total"] == pytest.approx(row["dph_total"])
+    assert planned.name == str(handle.data["offer_id"])
+    assert planned.price_per_hour == pytest.approx(row["dph_total"], abs=1e-4)
     target.cleanup(handle)
