@@ -421,7 +421,12 @@ class Orchestrator:
             message = "stopped before it cost more than limits.max_cost_usd"
         if st.phase is Phase.LOST:
             message = str(RemoteRunLostError(st.message or "the job vanished"))
-        self.store.update(run_id, cost_usd=self._cost(record))
+        try:  # what the platform counted (quota hours): worth recording, never worth failing for
+            usage = self.target.usage(handle)
+        except LaunchError as e:
+            self.reporter.note(f"could not read what the run used on {self.target.name}: {e}")
+            usage = {}
+        self.store.update(run_id, cost_usd=self._cost(record), usage=usage)
         self._move(run_id, status, message, failure_reason=reason)
 
     @staticmethod

@@ -131,6 +131,11 @@ def run_details(record: RunRecord, live: TargetStatus | None) -> None:
     if record.exit_code is not None:
         con.print(f"  exit code: {record.exit_code}")
     con.print(f"  outputs: {record.output_dir}")
+    if record.cost_usd is not None:
+        price = f" at ${record.price_per_hour}/h" if record.price_per_hour else ""
+        con.print(f"  cost: ${record.cost_usd:.4f}{price}")
+    for what, amount in sorted(record.usage.items()):
+        con.print(f"  used: {amount:g} {what.replace('_', ' ')}")
     for status, seconds in record.phase_durations():
         con.print(f"  {status.value:<12} {seconds:8.1f}s")
     if live is not None:

@@ -177,6 +177,8 @@ class RunRecord(_Stored):
     supervisor_host: str = ""
     price_per_hour: Decimal | None = None
     cost_usd: Decimal | None = None
+    # what the platform counts besides money, e.g. {"kaggle_gpu_quota_hours": 1.5}
+    usage: dict[str, float] = Field(default_factory=dict[str, float])
     exit_code: int | None = None
     created_at: datetime
     updated_at: datetime

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
     supervisor_host TEXT NOT NULL DEFAULT '',
     price_per_hour TEXT,
     cost_usd TEXT,
+    usage_json TEXT NOT NULL DEFAULT '{}',
     exit_code INTEGER,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -108,6 +109,19 @@ class RunStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Stores made by an older version gain the columns added since (never dropped)."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "usage_json" not in have:
+            try:
+                self._db.execute(
+                    "ALTER TABLE runs ADD COLUMN usage_json TEXT NOT NULL DEFAULT '{}'"
+                )
+            except sqlite3.OperationalError as e:  # another process added it first
+                if "duplicate column" not in str(e):
+                    raise
 
     def close(self) -> None:
         self._db.close()
@@ -221,6 +235,8 @@ class RunStore:
                 cols["handle_json"] = value.model_dump_json() if value is not None else None
             elif key in ("price_per_hour", "cost_usd"):
                 cols[key] = str(value) if value is not None else None
+            elif key == "usage":
+                cols["usage_json"] = json.dumps(value, sort_keys=True)
             elif key in ("supervisor_pid", "supervisor_host", "message", "exit_code"):
                 cols[key] = value
             else:
@@ -300,6 +316,7 @@ class RunStore:
             supervisor_host=row["supervisor_host"],
             price_per_hour=Decimal(row["price_per_hour"]) if row["price_per_hour"] else None,
             cost_usd=Decimal(row["cost_usd"]) if row["cost_usd"] else None,
+            usage=json.loads(row["usage_json"] or "{}"),
             exit_code=row["exit_code"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],

@@ -216,6 +216,11 @@ class Target(ABC):
         """
         return Plan(target=self.name, notes=[f"{self.name} has no planner yet"])
 
+    def usage(self, handle: RunHandle) -> dict[str, float]:
+        """What the platform counted for this run besides money, read after cleanup, e.g.
+        {"kaggle_gpu_quota_hours": 1.5}. Stored with the run; {} when there is nothing."""
+        return {}
+
     def kill(self, handle: RunHandle) -> None:
         """Stop at once, without the grace period. Used when the user abandons a cancel."""
         self.cancel(handle)

@@ -171,3 +171,20 @@ def test_store_reads_rows_written_by_a_newer_launcher(launch_home: Path) -> None
     )
     db.commit()
     assert store.get(rid).handle is not None
+
+
+def test_a_store_made_before_usage_existed_gains_the_column_and_keeps_its_runs(
+    launch_home: Path,
+) -> None:
+    store = RunStore(launch_home)
+    _new(store)
+    store.close()
+    # roll the file back to the schema of the previous version: no usage_json column
+    db = sqlite3.connect(launch_home / "runs.db")
+    db.execute("ALTER TABLE runs DROP COLUMN usage_json")
+    db.commit()
+    db.close()
+    again = RunStore(launch_home)
+    assert again.get("hello-abc123").usage == {}
+    again.update("hello-abc123", usage={"kaggle_quota_hours": 1.25})
+    assert again.get("hello-abc123").usage == {"kaggle_quota_hours": 1.25}

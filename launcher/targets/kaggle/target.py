@@ -365,13 +365,6 @@ class KaggleTarget(Target):
     def cleanup(self, handle: RunHandle, *, keep_data: bool = False) -> None:
         h = self._h(handle)
         self.cancel(handle)
-        if h.accelerator and h.quota_used_at_start is not None:
-            used, left = quota_left(self.client, h.accelerator)
-            spent = max(0.0, used - h.quota_used_at_start)
-            more = f", {left / 3600:.2f} h left this week" if left is not None else ""
-            self.notify(
-                f"Kaggle {h.accelerator} quota used by this run: {spent / 3600:.2f} h{more}"
-            )
         fetched = (self._cache(h) / outputs.DONE_MARK).is_file()
         if keep_data and not fetched:  # the kernel's outputs hold what was not pulled yet
             self.notify(f"kept kernel {h.kernel_ref} on Kaggle: its outputs were not pulled")
@@ -380,6 +373,18 @@ class KaggleTarget(Target):
             sessions.delete_kernel(self.client, h.owner, slug)
         if h.state_version:
             delete_dataset(self.client, h.owner, h.state_slug)
+
+    def usage(self, handle: RunHandle) -> dict[str, float]:
+        """The weekly quota this run used: the account's use now minus at the first push (other
+        kernels running meanwhile on the same account are counted too)."""
+        h = self._h(handle)
+        if not h.accelerator or h.quota_used_at_start is None:
+            return {}
+        used, left = quota_left(self.client, h.accelerator)
+        spent = max(0.0, used - h.quota_used_at_start)
+        more = f", {left / 3600:.2f} h left this week" if left is not None else ""
+        self.notify(f"Kaggle {h.accelerator} quota used by this run: {spent / 3600:.2f} h{more}")
+        return {"kaggle_quota_hours": round(spent / 3600, 4)}
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         owner, _, slug = native_id.partition("/")

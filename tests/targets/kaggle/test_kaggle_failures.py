@@ -164,6 +164,8 @@ def test_a_gpu_run_stopped_by_the_weekly_quota_keeps_its_checkpoint_and_says_why
     assert "Your weekly GPU quota is used up" in rec["message"]
     assert "--resume-from" in rec["message"]
     assert "Kaggle NvidiaTeslaT4 quota used by this run" in proc.stderr
+    # the quota it used is part of the record: the 5 s that were left, and not much more
+    assert 0 < rec["usage"]["kaggle_quota_hours"] <= 20 / 3600
     run_dir = Path(rec["output_dir"])
     epochs = metrics_epochs(run_dir)
     assert epochs == list(range(1, len(epochs) + 1)) and epochs
