@@ -268,11 +268,16 @@ class Orchestrator:
         *,
         cap: float | None = None,
     ) -> TargetStatus:
-        """Poll until the target reports the run finished. Past `stop_after` seconds, or once
-        the run would cost more than `cap` USD by the end of a grace period, ask the job to
-        stop; `grace_s` + 30 s after that, kill it."""
+        """Poll until the target reports the run finished. Past `stop_after` seconds of the job
+        running, or once the run would cost more than `cap` USD by the end of a grace period,
+        ask the job to stop; `grace_s` + 30 s after that, kill it.
+
+        Only time the target reports the job RUNNING counts towards `stop_after`: a queue
+        between chained Kaggle sessions or a new machine after a pre-emption is not the job's
+        time, and the agent enforces the job's own limit across attempts."""
         cursor = 0
-        started = last_sync = self.clock()
+        last_sync = prev = self.clock()
+        ran = 0.0
         stop_sent_at: float | None = None
         killed = False
         polls = 0
@@ -293,13 +298,16 @@ class Orchestrator:
                     self.reporter.log(line)
                 return st
             now = self.clock()
+            if st.phase is Phase.RUNNING:
+                ran += now - prev
+            prev = now
             if now - last_sync >= sync_every:
                 self.target.pull(handle, output_dir)
                 last_sync = now
             if cap is not None and stop_sent_at is None and self._over_cap(run_id, cap, grace_s):
                 self.target.cancel(handle)
                 stop_sent_at = now
-            if stop_after is not None and stop_sent_at is None and now - started >= stop_after:
+            if stop_after is not None and stop_sent_at is None and ran >= stop_after:
                 if stop_after > 0:
                     self.reporter.note("the job outlived its time limit; stopping it")
                     self.target.cancel(handle)

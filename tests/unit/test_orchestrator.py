@@ -265,3 +265,21 @@ def test_the_final_pull_and_cleanup_use_the_handle_advance_returned(
     assert rec.status is RunStatus.SUCCEEDED
     assert rec.handle is not None and rec.handle.data == {"machine": "second"}
     assert target.calls[-2:] == ["pull:second", "cleanup:second"]
+
+
+def test_the_time_limit_backstop_counts_only_time_the_job_runs(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """A queue (between chained Kaggle sessions, before a new Vast machine after a move) is not
+    the job's time: 150 s queued under a 70 s backstop stops nothing; 100 s running does."""
+    queued = ScriptedTarget([Phase.QUEUED] * 30 + [Phase.RUNNING, Phase.DONE], tmp_path)
+    orch = _orch(launch_home, queued)
+    orch.start(SPEC, output_dir=tmp_path / "out", run_id="job-q")
+    rec = orch.supervise("job-q", sync_every=1e9, time_limit_s=10, grace_s=0)
+    assert "cancel" not in queued.calls and rec.status is RunStatus.SUCCEEDED
+
+    running = ScriptedTarget([Phase.RUNNING] * 20 + [Phase.STOPPED], tmp_path)
+    orch = _orch(launch_home, running)
+    orch.start(SPEC, output_dir=tmp_path / "out2", run_id="job-r")
+    orch.supervise("job-r", sync_every=1e9, time_limit_s=10, grace_s=0)
+    assert "cancel" in running.calls
