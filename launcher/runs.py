@@ -1,0 +1,79 @@
+"""What the orchestrator, the API and `launch gc` share about runs: who hears progress
+(`Reporter`), the ledger bound to one run, run ids, and whether a run's launcher still lives."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from launcher.state import ResourceState, RunRecord, RunStatus
+from launcher.store import RunStore
+from launcher.targets.base import LogLine
+
+
+class Reporter(Protocol):
+    """What the orchestrator tells whoever watches (the CLI renders it; tests record it)."""
+
+    def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None: ...
+    def log(self, line: LogLine) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None:
+        return None
+
+    def log(self, line: LogLine) -> None:
+        return None
+
+    def note(self, message: str) -> None:
+        return None
+
+
+@dataclass
+class StoreLedger:
+    """The Ledger targets write resources to, bound to one run."""
+
+    store: RunStore
+    run_id: str
+    target: str
+
+    def intent(self, kind: str, native_id: str, data: Mapping[str, Any] | None = None) -> int:
+        return self.store.record_intent(
+            self.run_id, target=self.target, kind=kind, native_id=native_id, data=dict(data or {})
+        )
+
+    def created(self, ticket: int, native_id: str | None = None) -> None:
+        self.store.mark_resource(ticket, ResourceState.CREATED, native_id=native_id)
+
+    def release_all(self) -> None:
+        for res in self.store.resources(run_id=self.run_id, unreleased_only=True):
+            self.store.mark_resource(res.id, ResourceState.RELEASED)
+
+    def release_one(self, resource_id: int) -> None:
+        self.store.mark_resource(resource_id, ResourceState.RELEASED)
+
+
+def new_run_id(job: str) -> str:
+    return f"{job[:40]}-{secrets.token_hex(3)}"
+
+
+def supervisor_alive(record: RunRecord) -> bool:
+    """Is the launcher that drives this run still alive? (Only answerable on its host.)"""
+    if record.supervisor_pid is None:
+        return False
+    if record.supervisor_host != socket.gethostname():
+        return True  # another machine's launcher: we cannot tell, so we must not take over
+    try:
+        os.kill(record.supervisor_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{record.supervisor_pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
