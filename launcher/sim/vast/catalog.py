@@ -44,12 +44,16 @@ H100_SXM   1 81559 900 12.8 26    225000 1500 5000 5000 2.35 1.20 0.999 1   Finl
 H100_PCIE  2 81559 900 12.6 48    400000 2000 4000 3500 3.90 2.00 0.996 1   Iceland,_IS
 Tesla_T4   1 15360 750 12.2 4     16000  60   300  100  0.11 0.05 0.970 1   France,_FR
 RTX_3060   1 12288 860 12.0 6     16000  40   90   20   0.06 0.03 0.930 0   Brazil,_BR
+RTX_4090   1 24564 890 13.0 24    96000  300  1200 900  0.40 0.20 0.993 1   Netherlands,_NL
+L4         1 23034 890 13.0 12    64000  250  1000 800  0.33 0.16 0.991 1   Belgium,_BE
+RTX_5090   1 32607 1200 13.0 32   128000 400  1500 1200 0.69 0.34 0.996 1   California,_US
 """
 # per-GPU deep-learning perf score and TFLOPS, roughly as Vast reports them
 _PERF = {
     "RTX 4090": (30.0, 82.6), "RTX 3090": (17.3, 35.6), "RTX A6000": (22.0, 38.7),
     "A100 SXM4": (45.3, 78.0), "A100 PCIE": (38.0, 78.0), "H100 SXM": (98.0, 267.0),
     "H100 PCIE": (80.0, 204.0), "Tesla T4": (6.1, 8.1), "RTX 3060": (7.0, 12.7),
+    "L4": (12.0, 30.3), "RTX 5090": (41.0, 104.8),
 }  # fmt: skip
 
 
@@ -91,8 +95,13 @@ def default_catalog() -> list[dict[str, Any]]:
                 "gpu_display_active": False,
                 "compute_cap": cc,
                 "cuda_max_good": cuda,
-                "driver_version": "560.35.03" if cuda >= 12.6 else "550.54.15",
-                "driver_vers": 560035003 if cuda >= 12.6 else 550054015,
+                # CUDA 13 needs a 580 driver; 12.6-12.8 shipped with 560
+                "driver_version": "580.95.05"
+                if cuda >= 13
+                else ("560.35.03" if cuda >= 12.6 else "550.54.15"),
+                "driver_vers": 580095005
+                if cuda >= 13
+                else (560035003 if cuda >= 12.6 else 550054015),
                 "bw_nvlink": 0.0,
                 "cpu_name": "AMD EPYC 7B13" if cores >= 26 else "AMD Ryzen 9 7950X",
                 "cpu_arch": "amd64",
