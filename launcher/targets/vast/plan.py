@@ -34,6 +34,12 @@ def plan_vast(client: VastClient, spec: Any) -> Plan:
             f"input(s) {', '.join(kaggle_inputs)} are Kaggle datasets; "
             "the vast target uploads local folders (`inputs: [{path: ..., as: ...}]`)"
         )
+    for item in spec.inputs:
+        if item.path is not None and not (spec.project_root / item.path).exists():
+            plan.problems.append(
+                f"input '{item.name}': {spec.project_root / item.path} does not exist here "
+                "(it would be uploaded to the instance)"
+            )
     query = offers_mod.offer_query(spec, opts, limit=PLAN_LIMIT)
     found = offers_mod.rank(client.search_offers(query), opts)
     hours = spec.limits.max_hours

@@ -105,3 +105,10 @@ def test_launch_plan_through_the_cli(project: Path, cli_env: None) -> None:
     assert none.returncode == 3, none.stdout + none.stderr
     assert "targets.vast.max_dph" in none.stdout + none.stderr
     assert "Traceback" not in none.stderr
+
+
+def test_plan_names_a_local_input_that_is_not_there(target: VastTarget) -> None:
+    spec = _spec("inputs=[{path: data/nowhere, as: logos}]")
+    plan = target.plan(spec)
+    assert not plan.runnable
+    assert any("input 'logos'" in p and "data/nowhere" in p for p in plan.problems), plan.problems
