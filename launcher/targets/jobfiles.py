@@ -14,6 +14,7 @@ from typing import Any
 
 from launcher import agent as agent_mod
 from launcher.bundle import Bundle, build_bundle
+from launcher.errors import SubmitError, TargetUnavailableError
 from launcher.targets.base import LogLine, Phase, TargetStatus
 
 
@@ -46,6 +47,24 @@ def agent_config(spec: Any) -> dict[str, Any]:
         "grace_s": limits.grace_seconds,
         "heartbeat_s": 2,
     }
+
+
+def local_inputs(spec: Any, target: str) -> dict[str, str]:
+    """name -> absolute local path of each job input, for targets that ship local folders
+    (mounted, or uploaded to $LAUNCH_INPUT_DIR/<name>). A Kaggle dataset input or a missing
+    path is refused before anything is started."""
+    inputs: dict[str, str] = {}
+    for item in spec.inputs:
+        if item.path is None:
+            raise TargetUnavailableError(
+                f"input '{item.name}' is a Kaggle dataset; the {target} target uses local folders",
+                hint="download it and use `inputs: [{path: ..., as: ...}]`",
+            )
+        src = (spec.project_root / item.path).resolve()
+        if not src.exists():
+            raise SubmitError(f"input path {src} does not exist")
+        inputs[item.name] = str(src)
+    return inputs
 
 
 def agent_phase(st: Mapping[str, Any], alive: bool) -> TargetStatus:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import launch_cmd
+from tests.conftest import REPO, launch_cmd
 
 RUNTIMES = ["docker", "process"]
 
@@ -401,3 +402,33 @@ def test_a_secret_reaches_the_job_but_no_file_the_launcher_writes(
         import gzip
 
         assert needle not in gzip.decompress(bundle.read_bytes())
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_a_local_input_reaches_the_job_and_a_bad_one_is_refused_before_it_starts(
+    rt: str, tmp_path: Path, docker_env: str
+) -> None:
+    proj = tmp_path / "proj"
+    (proj / "workloads" / "reader").mkdir(parents=True)
+    (proj / "data" / "logos").mkdir(parents=True)
+    (proj / "data" / "logos" / "a.txt").write_text("from the input\n")
+    (proj / "jobs").mkdir()
+    (proj / "jobs" / "reader.yaml").write_text(
+        "name: reader\nimage: hello\nworkload: workloads/reader\n"
+        "inputs: [{path: data/logos, as: logos}]\n"
+        'run: python3 -c "import os; print(open(os.environ[\'LAUNCH_INPUT_DIR\'] + \'/logos/a.txt\').read())"\n'
+        f"targets: {{local: {{runtime: {rt}}}}}\n"
+    )
+    shutil.copytree(REPO / "images" / "hello", proj / "images" / "hello")
+    ok = launch(proj, "run", "jobs/reader.yaml")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "from the input" in ok.stdout
+
+    missing = launch(proj, "run", "jobs/reader.yaml", "--set", "inputs=[{path: data/nope, as: x}]")
+    assert missing.returncode != 0 and "data/nope does not exist" in missing.stderr
+    kaggle = launch(proj, "run", "jobs/reader.yaml", "--set", "inputs=[{kaggle: a/b, as: x}]")
+    assert kaggle.returncode == 3 and "input 'x' is a Kaggle dataset" in kaggle.stderr
+    for proc in (missing, kaggle):
+        assert "Traceback" not in proc.stderr
+    runs = launch(proj, "ls", "--json")
+    assert [r["status"] for r in json.loads(runs.stdout)].count("succeeded") == 1

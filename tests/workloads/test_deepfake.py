@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import time
@@ -33,6 +32,7 @@ import pytest
 
 from tests.conftest import launch_cmd
 from tests.venvs import cached_venv
+from tests.workloads.signals import sigterm_after_lines
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "deepfake"
@@ -109,23 +109,6 @@ def video_shape(python: Path, path: Path) -> list[int]:
     return json.loads(out.stdout)
 
 
-def stop_after(proc: subprocess.Popen[str], lines: Path, n: int, limit: float) -> float:
-    """SIGTERM `proc` once `lines` has n lines; seconds it took to exit."""
-    try:
-        deadline = time.monotonic() + limit
-        while not (lines.exists() and len(lines.read_text().splitlines()) >= n):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, f"{lines} never reached {n} lines"
-            time.sleep(0.05)
-        t_sig = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        return time.monotonic() - t_sig
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
 def test_generate_writes_clips_and_a_stopped_run_makes_only_the_missing_ones(
     df_python: Path, tmp_path: Path
 ) -> None:
@@ -134,7 +117,7 @@ def test_generate_writes_clips_and_a_stopped_run_makes_only_the_missing_ones(
         [str(df_python), "-m", "deepfake", "generate", "--smoke", "--num-videos", "5"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    stop_after(proc, run / "outputs" / "generation.jsonl", 2, limit=120)
+    sigterm_after_lines(proc, run / "outputs" / "generation.jsonl", 2, wait_s=120, exit_timeout_s=60)
     stdout, stderr = proc.communicate()
     assert proc.returncode == 143, stdout + stderr
     assert "state saved" in stdout and "Traceback" not in stderr
@@ -290,7 +273,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
         [str(df_python), "-m", "deepfake", *args, "--epoch-seconds", "1.5"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    exit_seconds = stop_after(proc, run / "outputs" / "metrics.jsonl", 2, limit=90)
+    _, _, exit_seconds = sigterm_after_lines(
+        proc, run / "outputs" / "metrics.jsonl", 2, wait_s=90, exit_timeout_s=60
+    )
     stdout, stderr = proc.communicate()
     assert proc.returncode == 143, stdout + stderr
     assert exit_seconds < 5, f"took {exit_seconds:.1f}s to stop after SIGTERM"

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import pickle
-import signal
 import struct
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.workloads.signals import sigterm_after_lines
 
 try:
     import numpy as np
@@ -163,19 +164,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(tmp_pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 40
-        m = run / "outputs" / "metrics.jsonl"
-        while not (m.exists() and len(m.read_text().splitlines()) >= 2):
-            assert proc.poll() is None and time.monotonic() < deadline, "no 2nd epoch"
-            time.sleep(0.05)
-        t_sig = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=15)
-        exit_seconds = time.monotonic() - t_sig
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stdout, stderr, exit_seconds = sigterm_after_lines(
+        proc, run / "outputs" / "metrics.jsonl", wait_s=40, exit_timeout_s=15
+    )
     assert proc.returncode == 143, stderr
     assert exit_seconds < 5, f"took {exit_seconds:.1f}s to stop after SIGTERM"
     stopped_at = len(metrics(run / "outputs"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pytest
 
 from tests.conftest import launch_cmd
 from tests.venvs import cached_venv
+from tests.workloads.signals import sigterm_after_lines
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "svg_quality"
@@ -167,19 +167,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(sq_pyt
         [str(sq_python), "-m", "svg_quality.train", *args, "--epoch-seconds", "1.0"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        m = run / "outputs" / "metrics.jsonl"
-        while not (m.exists() and len(m.read_text().splitlines()) >= 2):
-            assert proc.poll() is None and time.monotonic() < deadline, "no 2nd epoch"
-            time.sleep(0.05)
-        t_sig = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
-        exit_seconds = time.monotonic() - t_sig
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    stdout, stderr, exit_seconds = sigterm_after_lines(
+        proc, run / "outputs" / "metrics.jsonl", wait_s=60, exit_timeout_s=30
+    )
     assert proc.returncode == 143, stdout + stderr
     assert exit_seconds < 5, f"took {exit_seconds:.1f}s to stop after SIGTERM"
     stopped_at = len(metrics(run / "outputs"))

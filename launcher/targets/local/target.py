@@ -34,7 +34,13 @@ from launcher.targets.base import (
     Target,
     TargetStatus,
 )
-from launcher.targets.jobfiles import agent_config, agent_phase, job_bundle, parse_log_chunk
+from launcher.targets.jobfiles import (
+    agent_config,
+    agent_phase,
+    job_bundle,
+    local_inputs,
+    parse_log_chunk,
+)
 from launcher.targets.local import process
 
 CONTAINER_ROOT = "/launch"
@@ -154,17 +160,7 @@ class LocalTarget(Target):
             if req is not None and req_name != "requirements.txt" and not req.is_file():
                 raise SubmitError(f"targets.local.requirements: {req} does not exist")
             python = str(process.ensure_env(self.home, req))
-        inputs: dict[str, str] = {}
-        for item in spec.inputs:
-            if item.path is None:
-                raise TargetUnavailableError(
-                    f"input '{item.name}' is a Kaggle dataset; the local target reads local paths",
-                    hint="download it and use `inputs: [{path: ..., as: ...}]`",
-                )
-            src = (spec.project_root / item.path).resolve()
-            if not src.exists():
-                raise SubmitError(f"input path {src} does not exist")
-            inputs[item.name] = str(src)
+        inputs = local_inputs(spec, "local")
         config = agent_config(spec)
         return Prepared(
             run_id=run_id,

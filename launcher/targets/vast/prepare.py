@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import SubmitError, TargetUnavailableError
+from launcher.errors import TargetUnavailableError
 from launcher.targets.base import Prepared
-from launcher.targets.jobfiles import agent_config, job_bundle
+from launcher.targets.jobfiles import agent_config, job_bundle, local_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
 from launcher.targets.vast.workspace import VastHandle, unpacked_bundle
@@ -42,27 +42,11 @@ def prepare_vast(spec: Any, run_id: str, home: Path, notify: Callable[[str], Non
             "query": offers_mod.offer_query(spec, opts),
             "options": opts.model_dump(),
             "disk_gb": float(spec.resources.disk_gb),
-            "inputs": local_inputs(spec),
+            "inputs": local_inputs(spec, "vast"),
             # unpacked now (local work), pushed file by file once the instance answers
             "bundle_dir": str(unpacked_bundle(bundle.path, bundle.digest)),
         },
     )
-
-
-def local_inputs(spec: Any) -> dict[str, str]:
-    """name -> absolute local path of each input; uploaded to $LAUNCH_INPUT_DIR/<name>."""
-    inputs: dict[str, str] = {}
-    for item in spec.inputs:
-        if item.path is None:
-            raise TargetUnavailableError(
-                f"input '{item.name}' is a Kaggle dataset; the vast target uploads local folders",
-                hint="download it and use `inputs: [{path: ..., as: ...}]`",
-            )
-        src = (spec.project_root / item.path).resolve()
-        if not src.exists():
-            raise SubmitError(f"input path {src} does not exist")
-        inputs[item.name] = str(src)
-    return inputs
 
 
 def first_handle(prepared: Prepared, label_prefix: str) -> VastHandle:
