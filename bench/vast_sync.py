@@ -42,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import pull_tree, push_tree, tree_files  # noqa: E402
 from launcher.targets.vast.client import VastClient  # noqa: E402
-from launcher.targets.vast.lifecycle import ssh_address  # noqa: E402
 from launcher.targets.vast.sftp import SftpDest, SftpTree  # noqa: E402
 from launcher.targets.vast.ssh import SshConn, ensure_key  # noqa: E402
 
@@ -66,13 +65,13 @@ def rent(sim: VastSim, home: Path, image: str) -> tuple[VastClient, int, SshConn
     )
     deadline = time.monotonic() + 120
     row = client.show_instance(iid)
-    while not (row and row.get("actual_status") == "running"):
+    while not (row and row.actual_status == "running"):
         if time.monotonic() > deadline:
             die(f"instance {iid} did not reach running: {row}")
         time.sleep(0.3)
         row = client.show_instance(iid)
     client.attach_ssh_key(iid, public)
-    addr = ssh_address(row)
+    addr = row.ssh_address()
     if addr is None:
         die("the instance shows no ssh address")
     conn = SshConn(addr[0], addr[1], key_path)

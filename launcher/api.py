@@ -14,10 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 from launcher.errors import LaunchError, RunNotFoundError, SpecProblem, TargetUnavailableError
-from launcher.gc import GcAction, apply_gc, plan_gc
 from launcher.orchestrator import (
     Orchestrator,
     Reporter,
@@ -25,11 +24,15 @@ from launcher.orchestrator import (
     new_run_id,
     supervisor_alive,
 )
-from launcher.state import FailureReason, RunRecord, RunStatus
+from launcher.signals import signals_interrupt
+from launcher.state import FailureReason, RunRecord, RunStatus, StopReason
 from launcher.store import RunStore, default_home
 from launcher.sync import PullResult
 from launcher.targets import load_target_class
-from launcher.targets.base import LogLine, Phase, Plan, Target, TargetStatus
+from launcher.targets.base import AnyTarget, LogLine, Phase, Plan, TargetStatus
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
 @dataclass
@@ -43,24 +46,11 @@ class Session:
     def store(self) -> RunStore:
         return RunStore(self.home)
 
-    def target(self, name: str) -> Target:
-        cls = load_target_class(name)
-        return cls(home=self.home, notify=self.reporter.note)  # type: ignore[call-arg]
+    def target(self, name: str) -> AnyTarget:
+        return load_target_class(name)(self.home, self.reporter.note)
 
     def orchestrator(self, target: str) -> Orchestrator:
         return Orchestrator(self.store, self.target(target), self.reporter)
-
-
-def run_limits(spec: dict[str, Any]) -> dict[str, Any]:
-    """The supervision settings of a resolved spec (read leniently from the stored JSON)."""
-    limits = cast("dict[str, Any]", spec.get("limits") or {})
-    outputs = cast("dict[str, Any]", spec.get("outputs") or {})
-    hours = limits.get("max_hours")
-    return {
-        "sync_every": float(outputs.get("sync_every") or 300),
-        "time_limit_s": float(hours) * 3600 if hours else None,
-        "grace_s": float(limits.get("grace_seconds") or 30),
-    }
 
 
 # ---- run ------------------------------------------------------------------------------------
@@ -77,7 +67,10 @@ def run(
     detach: bool = False,
     resume_from: str | None = None,
 ) -> RunRecord:
-    """Validate, prepare, submit and (unless `detach`) supervise a run to its end."""
+    """Validate, prepare, submit and (unless `detach`) supervise a run to its end.
+
+    Ctrl-C, SIGTERM and SIGHUP stop the job with a checkpoint, pull and free everything; a
+    second one abandons that (see launcher/signals.py)."""
     from launcher.spec import load_spec
 
     spec = load_spec(spec_path, profile=profile, overrides=overrides)
@@ -94,17 +87,20 @@ def run(
             )
     run_id = new_run_id(spec.name)
     out = (output_dir or Path.cwd() / "runs" / run_id).resolve()
-    record = orch.start(
-        spec,
-        run_id=run_id,
-        output_dir=out,
-        resume_checkpoints=resume_dir,
-        parent_id=parent.id if parent else None,
-    )
-    if detach:
-        _spawn_supervisor(session, record.id)
-        return session.store.get(record.id)
-    return orch.supervise(record.id, **run_limits(spec.resolved_dict()))
+    with signals_interrupt():
+        record = orch.start(
+            spec,
+            run_id=run_id,
+            output_dir=out,
+            resume_checkpoints=resume_dir,
+            parent_id=parent.id if parent else None,
+        )
+        if record.status.is_terminal():  # stopped before it started
+            return record
+        if detach:
+            _spawn_supervisor(session, record.id)
+            return session.store.get(record.id)
+        return orch.supervise(record.id)
 
 
 def plan(
@@ -151,7 +147,7 @@ def plan_all(
     return plans
 
 
-def _plan_on(session: Session, spec: Any, target: str) -> Plan:
+def _plan_on(session: Session, spec: JobSpec, target: str) -> Plan:
     tgt = session.target(target)
     check = tgt.check()
     if not check.ok:
@@ -180,8 +176,8 @@ def _spawn_supervisor(session: Session, run_id: str) -> None:
 def supervise(session: Session, run_ref: str) -> RunRecord:
     """Drive a submitted run to its end (the background process of a detached run)."""
     record = session.store.resolve(run_ref)
-    orch = session.orchestrator(record.target)
-    return orch.supervise(record.id, **run_limits(session.store.spec_of(record.id)))
+    with signals_interrupt():
+        return session.orchestrator(record.target).supervise(record.id)
 
 
 # ---- look -----------------------------------------------------------------------------------
@@ -203,7 +199,7 @@ def status(
     if not refresh or record.status.is_terminal() or record.handle is None:
         return record, None
     orch = session.orchestrator(record.target)
-    live = orch.target.status(record.handle)
+    live = orch.target.status(orch.target.load_handle(record.handle))
     if live.finished and not supervisor_alive(record):
         orch.adopt(record.id)
         orch.finish(record.id, live)
@@ -212,27 +208,48 @@ def status(
 
 
 def logs(session: Session, run_ref: str, *, follow: bool = False) -> Iterator[LogLine]:
-    """The job's log: live from the target while it exists, else from the pulled copy."""
-    from launcher import agent as agent_mod
+    """The job's log: live from the target while an attempt runs (with `follow`, from one
+    attempt to the next until the run ends), else from the pulled copies of every attempt."""
+    from launcher.attempts import attempt_logs
 
     record = session.store.resolve(run_ref)
     while follow and record.handle is None and not record.status.is_terminal():
         time.sleep(0.5)  # still being prepared: the log starts once the job is submitted
         record = session.store.get(record.id)
-    pulled = Path(record.output_dir) / agent_mod.LOG_FILE
     if record.handle is not None and not record.status.is_terminal():
-        yield from session.target(record.target).logs(record.handle, follow=follow)
+        target = session.target(record.target)
+        shown = 0
+        while record.handle is not None and record.handle.attempt > shown:
+            shown = record.handle.attempt
+            yield from target.logs(target.load_handle(record.handle), follow=follow)
+            if not follow:
+                return
+            while True:  # the next attempt, or the end of the run
+                record = session.store.get(record.id)
+                if record.status.is_terminal() or (
+                    record.handle is not None and record.handle.attempt > shown
+                ):
+                    break
+                time.sleep(0.5)
         return
-    if not pulled.is_file():
+    files = attempt_logs(Path(record.output_dir))
+    if not files:
         raise LaunchError(
             f"no log for run {record.id} yet",
             hint=f"`launch pull {record.id}` fetches it" if record.handle else None,
         )
-    with open(pulled, encoding="utf-8", errors="replace", newline="\n") as f:
-        for raw in f:
-            parsed = agent_mod.parse_log_line(raw.rstrip("\n"))
-            if parsed:
-                yield LogLine(at=parsed[0], stream=parsed[1], text=parsed[2])
+    yield from _read_log_files(files)
+
+
+def _read_log_files(files: list[Path]) -> Iterator[LogLine]:
+    from launcher import agent as agent_mod
+
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace", newline="\n") as f:
+            for raw in f:
+                parsed = agent_mod.parse_log_line(raw.rstrip("\n"))
+                if parsed:
+                    yield LogLine(at=parsed[0], stream=parsed[1], text=parsed[2])
 
 
 def pull(
@@ -241,7 +258,8 @@ def pull(
     record = session.store.resolve(run_ref)
     if record.handle is None:
         raise LaunchError(f"run {record.id} never started; there is nothing to pull")
-    result = session.target(record.target).pull(record.handle, dest or Path(record.output_dir))
+    target = session.target(record.target)
+    result = target.pull(target.load_handle(record.handle), dest or Path(record.output_dir))
     return record, result
 
 
@@ -257,29 +275,22 @@ def report(session: Session, *, job: str | None = None, limit: int = 1000) -> li
 
 
 def cancel(session: Session, run_ref: str, *, wait: bool = True) -> RunRecord:
-    """Ask a run to stop (it checkpoints). When its launcher is gone, finish it here."""
+    """Ask a run to stop (it checkpoints). The request is stored with the run, so the launcher
+    driving it acts on it in any phase; when that launcher is gone, finish the run here."""
     record = session.store.resolve(run_ref)
     if record.status.is_terminal():
         return record
-    orch = session.orchestrator(record.target)
-    if record.handle is None:
-        if supervisor_alive(record):
-            raise LaunchError(
-                f"run {record.id} is still being prepared; try again in a moment",
-            )
-        orch.abandon(record.id, FailureReason.USER_CANCELLED)
-        return session.store.get(record.id)
+    session.store.request_stop(record.id, StopReason.CANCEL)
     if supervisor_alive(record):
-        orch.target.cancel(record.handle)
         if wait:
-            _wait_terminal(
-                session, record.id, run_limits(session.store.spec_of(record.id))["grace_s"] + 60
-            )
+            grace = session.store.policy_of(record.id).grace_s
+            _wait_terminal(session, record.id, grace + 120)
         return session.store.get(record.id)
+    orch = session.orchestrator(record.target)
     orch.adopt(record.id)
-    return orch.stop_and_finish(
-        record.id, grace_s=run_limits(session.store.spec_of(record.id))["grace_s"]
-    )
+    if record.handle is None:
+        return orch.abandon(record.id, FailureReason.USER_CANCELLED)
+    return orch.stop_and_finish(record.id, StopReason.CANCEL)
 
 
 def _wait_terminal(session: Session, run_id: str, timeout: float) -> None:
@@ -287,7 +298,7 @@ def _wait_terminal(session: Session, run_id: str, timeout: float) -> None:
     while time.monotonic() < end:
         if session.store.get(run_id).status.is_terminal():
             return
-        time.sleep(0.5)
+        time.sleep(0.3)
 
 
 # ---- specs and images -------------------------------------------------------------------------
@@ -343,9 +354,6 @@ __all__ = [
     "logs",
     "pull",
     "cancel",
-    "plan_gc",
-    "apply_gc",
-    "GcAction",
     "validate",
     "schema",
     "build_image",

@@ -265,10 +265,10 @@ def cancel(run_ref: str, no_wait: bool) -> None:
 @click.option("--target", "targets", multiple=True, default=("local",), show_default=True)
 def gc(yes: bool, targets: tuple[str, ...]) -> None:
     """Stop runs whose launcher died and free resources nobody owns."""
-    from launcher import api
+    from launcher.gc import apply_gc, plan_gc
 
     session = _session()
-    actions = api.plan_gc(session, targets)
+    actions = plan_gc(session, targets)
     if not actions:
         click.echo("nothing to clean up")
         return
@@ -278,7 +278,7 @@ def gc(yes: bool, targets: tuple[str, ...]) -> None:
         if not sys.stdin.isatty():
             raise LaunchError("gc needs confirmation", hint="run again with --yes")
         click.confirm("do it?", abort=True)
-    for line in api.apply_gc(session, actions):
+    for line in apply_gc(session, actions):
         click.echo(line)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from launcher.orchestrator import StoreLedger, supervisor_alive
-from launcher.state import FailureReason
+from launcher.state import FailureReason, StopReason
 
 if TYPE_CHECKING:
     from launcher.api import Session
@@ -91,19 +91,12 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
 
 def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
     """Carry out a gc plan. Returns one line per action done."""
-    from launcher.api import run_limits  # api imports this module: resolve at call time
-
     done: list[str] = []
     for action in actions:
         orch = session.orchestrator(action.target)
         if action.kind == "stop-orphan":
             orch.adopt(action.run_id)
-            rec = orch.stop_and_finish(
-                action.run_id,
-                grace_s=run_limits(session.store.spec_of(action.run_id))["grace_s"],
-                reason=FailureReason.LAUNCHER_LOST,
-                keep_data=True,
-            )
+            rec = orch.stop_and_finish(action.run_id, StopReason.LAUNCHER_LOST, keep_data=True)
             done.append(
                 f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
             )

@@ -1,13 +1,18 @@
-"""Drives one run through its lifecycle; the only place that waits.
+"""Drives one run through its attempts; the only place that waits.
 
-    start():      PENDING -> PREPARING -> (prepare) -> STARTING -> (submit, handle stored)
-    supervise():  poll -> RUNNING -> stream logs, pull every sync interval -> PULLING
-                  -> final pull -> cleanup -> SUCCEEDED | FAILED | CANCELLED
+    start():      PENDING -> PREPARING -> (prepare; stored) -> PROVISIONING -> (submit attempt 1)
+    supervise():  poll -> RUNNING -> stream logs, pull every sync interval; then either
+                  the attempt ended early (pre-empted, lost) and another is allowed:
+                      PREEMPTED -> pull, keep its log, put metrics back at the newest checkpoint,
+                      free it -> PROVISIONING -> (submit the next attempt from that checkpoint)
+                  or the run ends: PULLING -> final pull -> cleanup -> SUCCEEDED|FAILED|CANCELLED
 
-Targets never wait; this module owns every timeout, and writes each step to the store before it
-moves on, so a launcher killed at any point leaves a record `launch gc` and `launch pull` can
-finish from. Cleanup runs on every path out of `supervise`, Ctrl-C included; a second Ctrl-C
-abandons it and says how to finish by hand.
+Stops are requests stored with the run (`RunStore.request_stop`): `launch cancel` from any
+process, the cost cap, the time-limit backstop, `launch gc` and a signal to this launcher all ask
+the same way, and the loop acts on the stored request at its next poll. Every step is written to
+the store before the next one starts, so a launcher killed at any point leaves a record that
+`launch gc` and `launch pull` can finish from. Cleanup runs on every path out of `supervise`; a
+second signal abandons it and says how to finish by hand.
 """
 
 from __future__ import annotations
@@ -19,13 +24,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launcher.errors import LaunchError, RemoteRunLostError
+from launcher.attempts import StreamedLog, has_checkpoint, keep_attempt_log, restore_metrics
+from launcher.errors import LaunchError, NoCapacityError
+from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
 from launcher.runs import Reporter, SilentReporter, StoreLedger, new_run_id, supervisor_alive
-from launcher.state import FailureReason, ResourceState, RunHandle, RunRecord, RunStatus
+from launcher.signals import describe
+from launcher.state import (
+    AttemptEnd,
+    FailureReason,
+    ResourceState,
+    RunRecord,
+    RunStatus,
+    StopReason,
+)
 from launcher.store import RunStore
-from launcher.targets.base import Phase, Target, TargetStatus
+from launcher.sync import PullResult
+from launcher.targets.base import NOT_STARTED, AnyTarget, AttemptSpec, Phase, TargetStatus
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 # re-exported: callers import these with the orchestrator
 __all__ = [
@@ -34,10 +53,8 @@ __all__ = [
     "SilentReporter",
     "StoreLedger",
     "new_run_id",
-    "outcome",
     "supervisor_alive",
 ]
-
 
 _PHASE_STATUS: dict[Phase, RunStatus] = {
     Phase.QUEUED: RunStatus.PROVISIONING,
@@ -46,37 +63,26 @@ _PHASE_STATUS: dict[Phase, RunStatus] = {
     Phase.STARTING: RunStatus.STARTING,
     Phase.RUNNING: RunStatus.RUNNING,
 }
-_PHASE_ORDER = [
-    RunStatus.PROVISIONING,
-    RunStatus.UPLOADING,
-    RunStatus.STARTING,
-    RunStatus.RUNNING,
-]
-
-_FINISHED_AS: dict[Phase, tuple[RunStatus, FailureReason | None]] = {
-    Phase.DONE: (RunStatus.SUCCEEDED, None),
-    Phase.FAILED: (RunStatus.FAILED, FailureReason.WORKLOAD_EXITED_NONZERO),
-    Phase.LOST: (RunStatus.FAILED, FailureReason.REMOTE_LOST),
-}
+_PHASE_ORDER = [RunStatus.PROVISIONING, RunStatus.UPLOADING, RunStatus.STARTING, RunStatus.RUNNING]
+_EARLY = frozenset({Phase.PREEMPTED, Phase.LOST})
 
 
-def outcome(st: TargetStatus) -> tuple[RunStatus, FailureReason | None]:
-    """How a finished target status ends the run."""
-    if st.phase is Phase.STOPPED:
-        if st.stop_reason == "time_limit":
-            return RunStatus.FAILED, FailureReason.TIMED_OUT
-        return RunStatus.CANCELLED, FailureReason.USER_CANCELLED
-    return _FINISHED_AS[st.phase]
+def _text(error: BaseException) -> str:
+    if isinstance(error, LaunchError):
+        return error.message
+    if isinstance(error, KeyboardInterrupt):
+        return f"interrupted ({describe(error)})"
+    return repr(error)
 
 
 @dataclass
 class Orchestrator:
     store: RunStore
-    target: Target
+    target: AnyTarget
     reporter: Reporter = field(default_factory=SilentReporter)
     poll_s: float = 0.5
     clock: Callable[[], float] = time.monotonic
-    _cost_stopped: set[str] = field(default_factory=set[str], init=False)  # at max_cost_usd
+    sleep: Callable[[float], None] = time.sleep
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -90,24 +96,67 @@ class Orchestrator:
         return after
 
     def _fail(self, run_id: str, reason: FailureReason, error: BaseException) -> None:
+        if not self.store.get(run_id).status.is_terminal():
+            self._end_run(run_id, RunStatus.FAILED, reason, _text(error))
+
+    def _end_run(
+        self, run_id: str, status: RunStatus, reason: FailureReason | None, message: str
+    ) -> RunRecord:
         record = self.store.get(run_id)
-        if not record.status.is_terminal():
-            message = error.message if isinstance(error, LaunchError) else repr(error)
-            self._move(run_id, RunStatus.FAILED, message, failure_reason=reason)
+        self.store.update(run_id, cost_usd=run_cost(record), usage=run_usage(record))
+        return self._move(run_id, status, message, failure_reason=reason)
+
+    def _claim(self, run_id: str) -> None:
+        """This process drives the run from now on (`launch gc` checks that it lives)."""
+        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+
+    adopt = _claim  # a run whose launcher died, taken over by `launch cancel`, `gc`, `status`
+
+    def _ledger(self, run_id: str, attempt: int) -> StoreLedger:
+        return StoreLedger(self.store, run_id, self.target.name, attempt)
+
+    def _prepared(self, run_id: str) -> Any:
+        data = self.store.prepared_of(run_id)
+        assert data is not None, f"run {run_id} was never prepared"
+        return self.target.load_prepared(data)
+
+    def _handle(self, run_id: str) -> Any:
+        stored = self.store.get(run_id).handle
+        assert stored is not None, f"run {run_id} has no attempt"
+        return self.target.load_handle(stored)
+
+    def _store_handle(self, run_id: str, handle: Any) -> None:
+        self.store.update(
+            run_id, handle=self.target.store_handle(handle), price_per_hour=handle.price_per_hour
+        )
+        self.store.update_attempt(
+            run_id,
+            handle.attempt,
+            where=self.target.describe(handle),
+            price_per_hour=handle.price_per_hour,
+        )
+
+    def _release_recorded(self, run_id: str, attempt: int | None = None) -> None:
+        """Free unreleased ledger entries through the target (no handle needed), then mark them."""
+        for res in self.store.resources(run_id=run_id, unreleased_only=True, attempt=attempt):
+            self.target.release_resource(res.kind, res.native_id, res.data)
+            self.store.mark_resource(res.id, ResourceState.RELEASED)
 
     # ---- start ------------------------------------------------------------------------------
 
     def start(
         self,
-        spec: Any,
+        spec: JobSpec,
         *,
         output_dir: Path,
         run_id: str | None = None,
         resume_checkpoints: Path | None = None,
         parent_id: str | None = None,
     ) -> RunRecord:
-        """Prepare and submit. Returns once the job is started and its handle is stored."""
+        """Prepare and submit the first attempt. Returns once its handle is stored (or the run
+        was stopped before it started)."""
         run_id = run_id or new_run_id(spec.name)
+        policy = run_policy(spec)
         self.store.create_run(
             run_id=run_id,
             job=spec.name,
@@ -117,76 +166,80 @@ class Orchestrator:
             spec=spec.resolved_dict(),
             output_dir=str(output_dir),
             parent_id=parent_id,
+            policy=policy,
         )
-        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+        self._claim(run_id)
         self.reporter.note(f"run {run_id}: {spec.name} on {self.target.name} -> {output_dir}")
         self._move(run_id, RunStatus.PREPARING)
         try:
             prepared = self.target.prepare(spec, run_id, output_dir)
+        except KeyboardInterrupt as e:
+            self._end_run(run_id, RunStatus.CANCELLED, FailureReason.USER_CANCELLED, _text(e))
+            raise
         except Exception as e:
             self._fail(run_id, FailureReason.PREPARE_FAILED, e)
             raise
-        if resume_checkpoints is not None:
-            prepared = prepared.model_copy(update={"resume_checkpoints": resume_checkpoints})
-        self._move(run_id, RunStatus.PROVISIONING)  # submit asks the platform for a machine
-        ledger = StoreLedger(self.store, run_id, self.target.name)
-        try:
-            handle = self.target.submit(prepared, ledger)
-        except Exception as e:
-            # whatever submit recorded before failing must still be freed
-            try:
-                self._release_recorded(run_id)
-            finally:
-                self._fail(run_id, FailureReason.SUBMIT_FAILED, e)
-            raise
-        self.store.update(run_id, handle=handle, price_per_hour=handle.price_per_hour)
+        self.store.update(run_id, prepared=prepared)
+        if self.store.stop_request(run_id) is not None:  # `launch cancel` while we prepared
+            self._end_run(
+                run_id, RunStatus.CANCELLED, FailureReason.USER_CANCELLED, "stopped before start"
+            )
+            return self.store.get(run_id)
+        first = AttemptSpec(
+            number=1, resume_from=resume_checkpoints, time_left_s=policy.time_limit_s
+        )
+        self._submit(run_id, prepared, first, None)
         return self.store.get(run_id)
 
-    def _release_recorded(self, run_id: str) -> None:
-        """Free every unreleased ledger entry of a run through the target, then mark it."""
-        for res in self.store.resources(run_id=run_id, unreleased_only=True):
-            self.target.release_resource(res.kind, res.native_id, res.data)
-            self.store.mark_resource(res.id, ResourceState.RELEASED)
+    def _submit(self, run_id: str, prepared: Any, attempt: AttemptSpec, previous: Any) -> None:
+        """Start one attempt; on any failure free what it recorded and end the run."""
+        self._move(run_id, RunStatus.PROVISIONING)
+        self.store.begin_attempt(run_id, attempt.number, self.target.name)
+        ledger = self._ledger(run_id, attempt.number)
+        try:
+            handle = self.target.submit(prepared, ledger, attempt, previous)
+        except BaseException as e:
+            try:  # whatever submit recorded before failing must still be freed
+                self._release_recorded(run_id, attempt.number)
+            finally:
+                self.store.end_attempt(
+                    run_id, attempt.number, AttemptEnd.SUBMIT_FAILED, message=_text(e)
+                )
+                if isinstance(e, KeyboardInterrupt):
+                    self._end_run(
+                        run_id, RunStatus.CANCELLED, FailureReason.USER_CANCELLED, _text(e)
+                    )
+                else:
+                    no_room = isinstance(e, NoCapacityError)
+                    why = FailureReason.NO_CAPACITY if no_room else FailureReason.SUBMIT_FAILED
+                    self._fail(run_id, why, e)
+            raise
+        self._store_handle(run_id, handle)
 
     # ---- supervise --------------------------------------------------------------------------
 
-    def supervise(
-        self,
-        run_id: str,
-        *,
-        sync_every: float = 300.0,
-        time_limit_s: float | None = None,
-        grace_s: float = 30.0,
-    ) -> RunRecord:
-        """Watch a started run to its end: logs, periodic pulls, final pull, cleanup.
-
-        The agent enforces the job's time limit itself; `time_limit_s` here is the backstop for
-        an agent that cannot (a hung machine): past it plus the grace period, the job is stopped.
-        """
-        record = self.store.get(run_id)
-        assert record.handle is not None, "supervise() needs a submitted run"
-        handle = record.handle
-        output_dir = Path(record.output_dir)
-        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
-        backstop = time_limit_s + grace_s + 60 if time_limit_s else None
-        limits: dict[str, Any] = self.store.spec_of(run_id).get("limits") or {}
-        cap = float(limits["max_cost_usd"]) if limits.get("max_cost_usd") is not None else None
+    def supervise(self, run_id: str) -> RunRecord:
+        """Watch a started run to its end: logs, periodic pulls, further attempts, final pull,
+        cleanup. The first signal (Ctrl-C, SIGTERM, SIGHUP) stops the job with a checkpoint and
+        finishes the run; a second one abandons that."""
+        self._claim(run_id)
+        interrupted = False
         try:
-            try:
-                final = self._watch(
-                    run_id, handle, output_dir, sync_every, backstop, grace_s, cap=cap
-                )
-            except KeyboardInterrupt:
-                self.reporter.note(
-                    "Ctrl-C: stopping the job (it saves a checkpoint first); "
-                    "press Ctrl-C again to abandon cleanup"
-                )
-                handle = self._handle(run_id)
-                self.target.cancel(handle)
-                final = self._watch(run_id, handle, output_dir, sync_every, 0.0, grace_s)
-            # advance() may have replaced the handle (a new machine after a pre-emption)
-            handle = self._handle(run_id)
-            self._finish(run_id, handle, output_dir, final)
+            while not self.store.get(run_id).status.is_terminal():
+                try:
+                    st, streamed = self._watch(run_id)
+                    if not self._after(run_id, st, streamed):
+                        break
+                except KeyboardInterrupt as e:
+                    if interrupted:
+                        raise
+                    interrupted = True
+                    how = describe(e)
+                    self.reporter.note(
+                        f"{how}: stopping the job (it saves a checkpoint first); "
+                        f"{how} again abandons the cleanup"
+                    )
+                    self.store.request_stop(run_id, StopReason.INTERRUPT)
         except KeyboardInterrupt:
             self.reporter.note(
                 f"cleanup abandoned. The job may still hold resources: run `launch gc` to stop "
@@ -195,222 +248,280 @@ class Orchestrator:
             raise
         except Exception as e:
             # any failure, ours included: free what is billed before the error goes up
-            self._salvage(run_id, self._handle(run_id), output_dir, e)
+            self._salvage(run_id, e)
             raise
         return self.store.get(run_id)
 
-    def _handle(self, run_id: str) -> RunHandle:
-        """The newest stored handle of a run (advance() may have replaced it)."""
-        handle = self.store.get(run_id).handle
-        assert handle is not None
-        return handle
-
-    def _watch(
-        self,
-        run_id: str,
-        handle: RunHandle,
-        output_dir: Path,
-        sync_every: float,
-        stop_after: float | None,
-        grace_s: float,
-        *,
-        cap: float | None = None,
-    ) -> TargetStatus:
-        """Poll until the target reports the run finished. Past `stop_after` seconds of the job
-        running, or once the run would cost more than `cap` USD by the end of a grace period,
-        ask the job to stop; `grace_s` + 30 s after that, kill it.
-
-        Only time the target reports the job RUNNING counts towards `stop_after`: a queue
-        between chained Kaggle sessions or a new machine after a pre-emption is not the job's
-        time, and the agent enforces the job's own limit across attempts."""
+    def _watch(self, run_id: str, *, show_logs: bool = True) -> tuple[TargetStatus, StreamedLog]:
+        """Poll the current attempt until it has ended. Acts on stop requests: asks the job to
+        stop once (a job that has not started yet is simply not started), and kills it if it
+        has not stopped a grace period + 30 s later. Periodic pulls, the cost cap and the
+        time-limit backstop happen here too."""
+        record = self.store.get(run_id)
+        policy = self.store.policy_of(run_id)
+        prepared = self._prepared(run_id)
+        handle = self._handle(run_id)
+        n = handle.attempt
+        out = Path(record.output_dir)
+        ledger = self._ledger(run_id, n)
+        streamed = StreamedLog()
         cursor = 0
+        ran_before = sum(a.ran_s for a in record.attempts if a.number != n)
+        ran = next((a.ran_s for a in record.attempts if a.number == n), 0.0)
         last_sync = prev = self.clock()
-        ran = 0.0
         stop_sent_at: float | None = None
         killed = False
         polls = 0
-        ledger = StoreLedger(self.store, run_id, self.target.name)
         while True:
-            advanced = self.target.advance(handle, ledger)
-            if advanced is not None:
-                handle = advanced
-                self.store.update(run_id, handle=handle, price_per_hour=handle.price_per_hour)
+            stop = self.store.stop_request(run_id)
+            if stop is None:
+                advanced = self.target.advance(prepared, handle, ledger)
+                if advanced is not None:
+                    handle = advanced
+                    self._store_handle(run_id, handle)
             st = self.target.status(handle)
-            lines, cursor = self.target.read_logs(handle, cursor)
-            for line in lines:
-                self.reporter.log(line)
+            cursor = self._stream(handle, cursor, streamed, show_logs)
             self._follow_phase(run_id, st)
-            if st.finished:
-                more, cursor = self.target.read_logs(handle, cursor)
-                for line in more:
-                    self.reporter.log(line)
-                return st
             now = self.clock()
             if st.phase is Phase.RUNNING:
                 ran += now - prev
             prev = now
-            if now - last_sync >= sync_every:
-                self.target.pull(handle, output_dir)
-                last_sync = now
-            if cap is not None and stop_sent_at is None and self._over_cap(run_id, cap, grace_s):
+            if st.finished:
+                self._stream(handle, cursor, streamed, show_logs)
+                self.store.update_attempt(run_id, n, ran_s=ran)
+                return st, streamed
+            if stop is not None and stop_sent_at is None:
+                stop_sent_at = now
                 self.target.cancel(handle)
-                stop_sent_at = now
-            if stop_after is not None and stop_sent_at is None and ran >= stop_after:
-                if stop_after > 0:
-                    self.reporter.note("the job outlived its time limit; stopping it")
-                    self.target.cancel(handle)
-                stop_sent_at = now
-            if stop_sent_at is not None and not killed and now - stop_sent_at > grace_s + 30:
+                if st.phase in NOT_STARTED:  # nothing runs yet that could save a checkpoint
+                    self.store.update_attempt(run_id, n, ran_s=ran)
+                    gone = TargetStatus(
+                        phase=Phase.STOPPED, message="stopped before the job started"
+                    )
+                    return gone, streamed
+            if now - last_sync >= policy.sync_every_s:
+                self.target.pull(handle, out)
+                self.store.update_attempt(run_id, n, ran_s=ran)
+                last_sync = now
+            if stop is None:
+                self._check_limits(run_id, ran_before + ran)
+            if (
+                stop_sent_at is not None
+                and not killed
+                and now - stop_sent_at > policy.grace_s + 30
+            ):
                 self.reporter.note("the job did not stop within its grace period; killing it")
                 self.target.kill(handle)
                 killed = True
             # poll fast at first (short jobs, quick failures), then back off to poll_s
-            time.sleep(min(self.poll_s, 0.05 * 1.5**polls))
+            self.sleep(min(self.poll_s, 0.05 * 1.5**polls))
             polls += 1
 
-    def _over_cap(self, run_id: str, cap: float, grace_s: float) -> bool:
-        """Would the run cost more than `cap` if asked to stop only after this poll? The margin
-        is what the current machine costs over a grace period plus a minute (the stop, the
-        final pull and the destroy), so the job ends in a checkpoint before the cap."""
+    def _stream(self, handle: Any, cursor: int, streamed: StreamedLog, show: bool) -> int:
+        lines, cursor = self.target.read_logs(handle, cursor)
+        for line in lines:
+            streamed.add(line)
+            if show:
+                self.reporter.log(line)
+        return cursor
+
+    def _check_limits(self, run_id: str, ran_s: float) -> None:
+        """Ask the job to stop past the time-limit backstop, or before the cost cap.
+
+        The agent enforces the job's time limit itself; this backstop is for an agent that
+        cannot (a hung machine): past the limit plus the grace period and a minute. Only time
+        the job was seen RUNNING counts, over every attempt. The cost margin is what the current
+        machine costs over a grace period plus a minute (the stop, the final pull, the destroy),
+        so the job ends in a checkpoint before the cap."""
+        policy = self.store.policy_of(run_id)
+        if policy.time_limit_s is not None and ran_s >= policy.time_limit_s + policy.grace_s + 60:
+            self.reporter.note("the job outlived its time limit; stopping it")
+            self.store.request_stop(run_id, StopReason.TIME_LIMIT)
+            return
+        cap = policy.max_cost_usd
         record = self.store.get(run_id)
-        spent = self._cost(record)
-        if spent is None or not record.price_per_hour:  # free machines never reach a cap
-            return False
-        margin = record.price_per_hour * Decimal(grace_s + 60) / 3600
-        if spent + margin < Decimal(str(cap)):
-            return False
-        self._cost_stopped.add(run_id)
-        self.reporter.note(
-            f"the run has cost ${spent:.4f}; stopping it (with a checkpoint) before it passes "
-            f"limits.max_cost_usd=${cap:g}"
-        )
-        return True
+        spent = run_cost(record)
+        if cap is None or spent is None or not record.price_per_hour:
+            return  # free machines never reach a cap
+        margin = record.price_per_hour * Decimal(policy.grace_s + 60) / 3600
+        if spent + margin >= cap:
+            self.reporter.note(
+                f"the run has cost ${spent:.4f}; stopping it (with a checkpoint) before it "
+                f"passes limits.max_cost_usd=${cap:g}"
+            )
+            self.store.request_stop(run_id, StopReason.COST_LIMIT)
 
     def _follow_phase(self, run_id: str, st: TargetStatus) -> None:
         """Record the phase the target reports, moving forwards only."""
         want = _PHASE_STATUS.get(st.phase)
-        if st.finished and st.phase is not Phase.LOST:
+        if st.phase in (Phase.DONE, Phase.FAILED, Phase.STOPPED):
             want = RunStatus.RUNNING  # a job quicker than one poll still ran: record it
         current = self.store.get(run_id).status
-        if (
-            want is None
-            or want is current
-            or current not in _PHASE_ORDER
-            or want not in _PHASE_ORDER
-        ):
+        if want is None or current not in _PHASE_ORDER or want not in _PHASE_ORDER:
             return
         if _PHASE_ORDER.index(want) > _PHASE_ORDER.index(current):
             self._move(run_id, want)
 
-    # ---- taking over a run whose launcher is gone --------------------------------------------
+    # ---- between attempts, and the end ------------------------------------------------------
 
-    def adopt(self, run_id: str) -> None:
-        """This process now drives the run (after its launcher died)."""
-        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+    def _after(self, run_id: str, st: TargetStatus, streamed: StreamedLog) -> bool:
+        """The attempt has ended: start the next one (True) or end the run (False)."""
+        record = self.store.get(run_id)
+        if st.phase not in _EARLY or record.stop_reason is not None:
+            self._finish(run_id, st, streamed)
+            return False
+        prepared = self._prepared(run_id)
+        policy = self.store.policy_of(run_id)
+        n = record.attempt
+        limit = policy.max_attempts or prepared.max_attempts
+        left = None
+        if policy.time_limit_s is not None:
+            left = policy.time_limit_s - sum(a.ran_s for a in record.attempts)
+        why_not = None
+        if n >= limit:
+            hint = prepared.more_attempts_hint or "limits.max_attempts allows more"
+            why_not = f"it used {n} of {limit} attempt(s) ({hint})"
+        elif left is not None and left <= policy.grace_s:
+            why_not = "the job used its time limit (limits.max_hours)"
+        if why_not is not None:
+            self._finish(run_id, st, streamed, why_not=why_not)
+            return False
+        handle = self._handle(run_id)
+        out = Path(record.output_dir)
+        self._move(run_id, RunStatus.PREEMPTED, st.message)
+        self._close_attempt(run_id, handle, st, streamed, keep_log=True, keep_data=False)
+        checkpoint, skip = restore_metrics(out)
+        resume = out if has_checkpoint(out, skip) else None
+        start = (
+            (f"from checkpoint {checkpoint}" if checkpoint else "from its newest checkpoint")
+            if resume
+            else "from the start (no checkpoint was pulled)"
+        )
+        self.reporter.note(
+            f"attempt {n} ended: {st.message or st.phase.value}; starting attempt {n + 1} "
+            f"of {limit} {start}"
+        )
+        self.sleep(min(60.0, policy.attempt_backoff_s * 2 ** (n - 1)))
+        nxt = AttemptSpec(number=n + 1, resume_from=resume, resume_skip=skip, time_left_s=left)
+        try:
+            self._submit(run_id, prepared, nxt, handle)
+        except LaunchError as e:  # the run has ended; say why it could not go on
+            why = f"{st.message or 'attempt ' + str(n) + ' ended'}; could not start attempt {n + 1}"
+            self.store.update(run_id, message=f"{why}: {e.message}")
+            return False
+        return True
+
+    def _finish(
+        self,
+        run_id: str,
+        st: TargetStatus,
+        streamed: StreamedLog,
+        *,
+        why_not: str | None = None,
+        keep_data: bool = False,
+    ) -> None:
+        """End the run: final pull, cleanup, terminal status."""
+        record = self.store.get(run_id)
+        status, reason, message = outcome(st, record, why_not)
+        handle = self._handle(run_id)
+        self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
+        keep = keep_data or status is not RunStatus.SUCCEEDED
+        try:
+            self._close_attempt(run_id, handle, st, streamed, keep_log=False, keep_data=keep)
+        except LaunchError as e:
+            self._end_run(
+                run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, f"pull failed: {e.message}"
+            )
+            raise
+        self._end_run(run_id, status, reason, message)
+
+    def _close_attempt(
+        self,
+        run_id: str,
+        handle: Any,
+        st: TargetStatus,
+        streamed: StreamedLog,
+        *,
+        keep_log: bool,
+        keep_data: bool,
+    ) -> PullResult:
+        """Pull what the attempt left, complete its log with what was streamed (and keep it
+        apart when another attempt follows), free the attempt and write down how it ended."""
+        n = handle.attempt
+        out = Path(self.store.get(run_id).output_dir)
+        end = attempt_end(st)
+        try:
+            result = self.target.pull(handle, out)
+        except LaunchError as e:
+            self.target.cleanup(handle, keep_data=True)
+            self._ledger(run_id, n).release_attempt()
+            self.store.end_attempt(run_id, n, end, message=f"pull failed: {e.message}")
+            raise
+        keep_attempt_log(out, n, streamed, apart=keep_log)
+        self.target.cleanup(handle, keep_data=keep_data or bool(result.changed_during_copy))
+        self._ledger(run_id, n).release_attempt()
+        self.store.end_attempt(run_id, n, end, message=st.message, usage=self._usage(handle))
+        return result
+
+    def _usage(self, handle: Any) -> dict[str, float]:
+        """What the platform counted (quota hours): worth recording, never worth failing for."""
+        try:
+            return self.target.usage(handle)
+        except LaunchError as e:
+            self.reporter.note(f"could not read what the run used on {self.target.name}: {e}")
+            return {}
+
+    def _salvage(self, run_id: str, error: BaseException) -> None:
+        """Something broke while watching: free what is billed, keep what is not pulled."""
+        record = self.store.get(run_id)
+        if record.status.is_terminal():
+            return
+        if record.handle is not None:
+            handle = self._handle(run_id)
+            try:
+                self.target.cancel(handle)
+                self.target.pull(handle, Path(record.output_dir))
+            except Exception as e:  # noqa: BLE001 - best effort; the cleanup below must still run
+                self.reporter.note(f"could not stop/pull before cleanup: {e}")
+            try:
+                self.target.cleanup(handle, keep_data=True)
+                self._ledger(run_id, handle.attempt).release_attempt()
+                self.store.end_attempt(
+                    run_id, handle.attempt, AttemptEnd.LOST, message=_text(error)
+                )
+            finally:
+                self._fail(run_id, FailureReason.REMOTE_LOST, error)
+        else:
+            self._fail(run_id, FailureReason.REMOTE_LOST, error)
+
+    # ---- runs whose launcher is gone ---------------------------------------------------------
 
     def finish(self, run_id: str, st: TargetStatus) -> RunRecord:
-        """End a run whose job has finished: final pull, cleanup, terminal status."""
-        record = self.store.get(run_id)
-        assert record.handle is not None
-        self._finish(run_id, record.handle, Path(record.output_dir), st)
+        """End a run whose attempt has ended and whose launcher died (`launch status
+        --refresh`): final pull, cleanup, terminal status. No further attempt is started."""
+        why_not = (
+            "its launcher was gone, so no new attempt was started" if st.phase in _EARLY else None
+        )
+        self._finish(run_id, st, StreamedLog(), why_not=why_not)
         return self.store.get(run_id)
 
     def stop_and_finish(
-        self,
-        run_id: str,
-        *,
-        grace_s: float,
-        reason: FailureReason | None = None,
-        keep_data: bool = False,
+        self, run_id: str, reason: StopReason, *, keep_data: bool = False
     ) -> RunRecord:
-        """Stop a running job (it checkpoints), then pull, clean up and end the run."""
-        record = self.store.get(run_id)
-        assert record.handle is not None
-        output_dir = Path(record.output_dir)
-        self.target.cancel(record.handle)
-        st = self._watch(run_id, record.handle, output_dir, float("inf"), 0.0, grace_s)
-        handle = self._handle(run_id)
-        self._finish(run_id, handle, output_dir, st, reason=reason, keep_data=keep_data)
+        """Stop a running job (it checkpoints), then pull, clean up and end the run. Its log
+        is not shown: whoever asks did not ask to watch."""
+        self.store.request_stop(run_id, reason)
+        st, streamed = self._watch(run_id, show_logs=False)
+        self._finish(run_id, st, streamed, keep_data=keep_data)
         return self.store.get(run_id)
 
     def abandon(self, run_id: str, reason: FailureReason) -> RunRecord:
         """End a run that never got a handle: free whatever its ledger recorded."""
         self._release_recorded(run_id)
+        for attempt in self.store.attempts(run_id):
+            if attempt.ended_at is None:
+                self.store.end_attempt(run_id, attempt.number, AttemptEnd.SUBMIT_FAILED)
         status = (
             RunStatus.CANCELLED if reason is FailureReason.USER_CANCELLED else RunStatus.FAILED
         )
-        return self._move(run_id, status, "ended before its job started", failure_reason=reason)
-
-    def _finish(
-        self,
-        run_id: str,
-        handle: RunHandle,
-        output_dir: Path,
-        st: TargetStatus,
-        *,
-        reason: FailureReason | None = None,
-        keep_data: bool = False,
-    ) -> None:
-        status, natural = outcome(st)
-        reason = reason if reason is not None and status is not RunStatus.SUCCEEDED else natural
-        if run_id in self._cost_stopped and status is not RunStatus.SUCCEEDED:
-            status, reason = RunStatus.FAILED, FailureReason.COST_LIMIT
-        record = self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
-        try:
-            result = self.target.pull(handle, output_dir)
-        except LaunchError as e:
-            self.target.cleanup(handle, keep_data=True)
-            StoreLedger(self.store, run_id, self.target.name).release_all()
-            self._move(
-                run_id,
-                RunStatus.FAILED,
-                f"pull failed: {e.message}",
-                failure_reason=FailureReason.PULL_FAILED,
-            )
-            raise
-        complete = not result.changed_during_copy
-        keep = keep_data or not complete or status is not RunStatus.SUCCEEDED
-        self.target.cleanup(handle, keep_data=keep)
-        StoreLedger(self.store, run_id, self.target.name).release_all()
-        message = st.message if status is not RunStatus.SUCCEEDED else ""
-        if reason is FailureReason.COST_LIMIT:
-            message = "stopped before it cost more than limits.max_cost_usd"
-        if st.phase is Phase.LOST:
-            message = str(RemoteRunLostError(st.message or "the job vanished"))
-        try:  # what the platform counted (quota hours): worth recording, never worth failing for
-            usage = self.target.usage(handle)
-        except LaunchError as e:
-            self.reporter.note(f"could not read what the run used on {self.target.name}: {e}")
-            usage = {}
-        self.store.update(run_id, cost_usd=self._cost(record), usage=usage)
-        self._move(run_id, status, message, failure_reason=reason)
-
-    @staticmethod
-    def _cost(record: RunRecord) -> Decimal | None:
-        """$/h times the time resources were held: from submit until now (the end). A handle
-        that says when its machine began to bill adds what the machines before it cost."""
-        if record.price_per_hour is None:
-            return None
-        if record.handle is not None and record.handle.billed_since is not None:
-            return record.handle.cost_now(record.price_per_hour)
-        held = sum(
-            secs
-            for status, secs in record.phase_durations()
-            if status not in (RunStatus.PENDING, RunStatus.PREPARING)
-        )
-        return (record.price_per_hour * Decimal(held) / 3600).quantize(Decimal("0.000001"))
-
-    def _salvage(
-        self, run_id: str, handle: RunHandle, output_dir: Path, error: BaseException
-    ) -> None:
-        """Something broke while watching: free what is billed, keep what is not pulled."""
-        try:
-            self.target.cancel(handle)
-            self.target.pull(handle, output_dir)
-        except Exception as e:  # noqa: BLE001 - best effort; the cleanup below must still run
-            self.reporter.note(f"could not stop/pull before cleanup: {e}")
-        try:
-            self.target.cleanup(handle, keep_data=True)
-            StoreLedger(self.store, run_id, self.target.name).release_all()
-        finally:
-            self._fail(run_id, FailureReason.REMOTE_LOST, error)
+        return self._end_run(run_id, status, reason, "ended before its job started")

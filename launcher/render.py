@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from launcher.state import RunRecord, RunStatus, utcnow
+from launcher.state import AttemptEnd, RunRecord, RunStatus, utcnow
 from launcher.targets.base import LogLine, TargetStatus
 
 _STYLE = {
@@ -136,14 +136,42 @@ def run_details(record: RunRecord, live: TargetStatus | None) -> None:
         con.print(f"  cost: ${record.cost_usd:.4f}{price}")
     for what, amount in sorted(record.usage.items()):
         con.print(f"  used: {amount:g} {what.replace('_', ' ')}")
+    if record.stop_reason is not None:
+        con.print(f"  stop requested: {record.stop_reason.value}")
     for status, seconds in record.phase_durations():
         con.print(f"  {status.value:<12} {seconds:8.1f}s")
+    if record.attempts:
+        attempts_table(con, record)
     if live is not None:
         con.print(f"  live: {live.phase.value} {escape(live.message)}")
         if live.last_checkpoint:
             con.print(f"  last checkpoint: {live.last_checkpoint}")
         if live.last_metrics:
             con.print(f"  last metrics: {live.last_metrics}")
+
+
+def attempts_table(con: Console, record: RunRecord) -> None:
+    """One row per attempt: where it ran, for how long, why it ended, what it cost."""
+    table = Table(box=None, header_style="bold", padding=(0, 1))
+    for col in ("#", "WHERE", "HELD", "RAN", "ENDED", "COST"):
+        table.add_column(col, justify="right" if col in ("#", "HELD", "RAN", "COST") else "left")
+    for a in record.attempts:
+        held = ((a.ended_at or utcnow()) - a.started_at).total_seconds()
+        cost = a.cost()
+        ended = a.end.value if a.end else "running"
+        if a.message and a.end not in (None, AttemptEnd.SUCCEEDED):
+            ended += f": {escape(a.message)}"
+        used = "".join(f" +{v:g} {k.replace('_', ' ')}" for k, v in sorted(a.usage.items()))
+        table.add_row(
+            str(a.number),
+            escape(a.where) or a.target,
+            f"{held:.1f}s",
+            f"{a.ran_s:.1f}s",
+            ended,
+            (f"${cost:.4f}" if cost is not None else "-") + used,
+        )
+    con.print("  attempts:")
+    con.print(table)
 
 
 def stdout_is_tty() -> bool:
@@ -156,21 +184,28 @@ def report_table(rows: list[Any]) -> None:
         con.print("no finished runs yet")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("JOB", "TARGET", "RUNS", "OK", "PREPARE", "START", "RUN", "PULL", "TOTAL"):
+    cols = ("JOB", "TARGET", "RUNS", "OK", "TRIES", "PREPARE", "START", "RUN", "PULL", "TOTAL")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("JOB", "TARGET") else "right")
     table.add_column("$/RUN", justify="right")
+    table.add_column("$/TRY", justify="right")
     table.add_column("$ SUM", justify="right")
     for row in rows:
         m = row.median_s
         median = f"{row.median_cost_usd:.4f}" if row.median_cost_usd is not None else "-"
         total = f"{row.total_cost_usd:.4f}" if row.total_cost_usd is not None else "-"
+        per_try = (
+            f"{row.cost_per_attempt_usd:.4f}" if row.cost_per_attempt_usd is not None else "-"
+        )
         table.add_row(
             row.job,
             row.target,
             str(row.runs),
             str(row.succeeded),
+            str(row.attempts),
             *(f"{m[k]:.1f}s" for k in ("prepare", "start", "run", "pull", "total")),
             median,
+            per_try,
             total,
         )
     con.print(table)

@@ -37,22 +37,31 @@ class SilentReporter:
 
 @dataclass
 class StoreLedger:
-    """The Ledger targets write resources to, bound to one run."""
+    """The Ledger targets write resources to, bound to one attempt of one run."""
 
     store: RunStore
     run_id: str
     target: str
+    attempt: int = 1
 
     def intent(self, kind: str, native_id: str, data: Mapping[str, Any] | None = None) -> int:
         return self.store.record_intent(
-            self.run_id, target=self.target, kind=kind, native_id=native_id, data=dict(data or {})
+            self.run_id,
+            target=self.target,
+            kind=kind,
+            native_id=native_id,
+            data=dict(data or {}),
+            attempt=self.attempt,
         )
 
     def created(self, ticket: int, native_id: str | None = None) -> None:
         self.store.mark_resource(ticket, ResourceState.CREATED, native_id=native_id)
 
-    def release_all(self) -> None:
-        for res in self.store.resources(run_id=self.run_id, unreleased_only=True):
+    def release_attempt(self) -> None:
+        """The target freed this attempt's resources (its cleanup returned): mark them so."""
+        for res in self.store.resources(
+            run_id=self.run_id, unreleased_only=True, attempt=self.attempt
+        ):
             self.store.mark_resource(res.id, ResourceState.RELEASED)
 
     def release_one(self, resource_id: int) -> None:

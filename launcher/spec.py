@@ -122,6 +122,16 @@ class LimitsSpec(StrictModel):
     grace_seconds: Annotated[
         float, Field(ge=0, description="Time the job gets to checkpoint after SIGTERM.")
     ] = 30
+    max_attempts: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=100,
+            description="Attempts a run may use when the platform ends one early (a pre-empted "
+            "machine, a session cap, a lost machine); each resumes from the newest checkpoint. "
+            "Default: the target's (local 1, vast 4, kaggle targets.kaggle.max_sessions).",
+        ),
+    ] = None
 
 
 class TargetsSpec(StrictModel):

@@ -51,34 +51,36 @@ _ACTIVE = frozenset(
     }
 )
 _ENDINGS = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+_ORDER = (
+    RunStatus.PENDING,
+    RunStatus.PREPARING,
+    RunStatus.PROVISIONING,
+    RunStatus.UPLOADING,
+    RunStatus.STARTING,
+    RunStatus.RUNNING,
+    RunStatus.PULLING,
+    RunStatus.SUCCEEDED,
+)
+# an attempt can end early from any phase in which the platform holds something for it
+_MAY_BE_PREEMPTED = frozenset(_ORDER[2:7])
 
 
-def _after(*later: RunStatus) -> frozenset[RunStatus]:
-    return frozenset(later) | _ENDINGS
+def _allowed(status: RunStatus) -> frozenset[RunStatus]:
+    if status in _TERMINAL:
+        return frozenset()
+    if status is RunStatus.PREEMPTED:  # the next attempt, or the end of the run
+        return frozenset({RunStatus.PROVISIONING, RunStatus.PULLING}) | _ENDINGS
+    later = frozenset(_ORDER[_ORDER.index(status) + 1 :])
+    if status is RunStatus.PENDING:
+        later = frozenset({RunStatus.PREPARING})
+    preempt = {RunStatus.PREEMPTED} if status in _MAY_BE_PREEMPTED else set[RunStatus]()
+    return later | preempt | _ENDINGS
 
 
-# Phases may be skipped forwards (a local run has no upload) but never go backwards, except
-# PREEMPTED -> PROVISIONING (resume) and RUNNING -> PULLING -> RUNNING is not allowed: the
-# in-run syncs do not change the status.
-ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: _after(RunStatus.PREPARING),
-    RunStatus.PREPARING: _after(
-        RunStatus.PROVISIONING, RunStatus.UPLOADING, RunStatus.STARTING, RunStatus.RUNNING
-    ),
-    RunStatus.PROVISIONING: _after(
-        RunStatus.UPLOADING, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.PREEMPTED
-    ),
-    RunStatus.UPLOADING: _after(RunStatus.STARTING, RunStatus.RUNNING, RunStatus.PREEMPTED),
-    RunStatus.STARTING: _after(
-        RunStatus.RUNNING, RunStatus.PULLING, RunStatus.PREEMPTED, RunStatus.SUCCEEDED
-    ),
-    RunStatus.RUNNING: _after(RunStatus.PULLING, RunStatus.PREEMPTED, RunStatus.SUCCEEDED),
-    RunStatus.PULLING: _after(RunStatus.SUCCEEDED, RunStatus.PREEMPTED),
-    RunStatus.PREEMPTED: _after(RunStatus.PROVISIONING, RunStatus.PULLING),
-    RunStatus.SUCCEEDED: frozenset(),
-    RunStatus.FAILED: frozenset(),
-    RunStatus.CANCELLED: frozenset(),
-}
+# Phases may be skipped forwards (a local run has no upload; a stop before the job started goes
+# straight to PULLING) but never go backwards, except PREEMPTED -> PROVISIONING: the next
+# attempt. In-run syncs do not change the status.
+ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {s: _allowed(s) for s in RunStatus}
 
 ACTIVE_STATUSES = _ACTIVE
 
@@ -96,6 +98,7 @@ class FailureReason(str, Enum):
     USER_CANCELLED = "user_cancelled"
     PULL_FAILED = "pull_failed"
     COST_LIMIT = "cost_limit"  # stopped (with a checkpoint) before it cost more than max_cost_usd
+    PREEMPTED = "preempted"  # the platform ended its attempts and no more were allowed
 
 
 def utcnow() -> datetime:
@@ -109,27 +112,71 @@ class _Stored(BaseModel):
 
 
 class RunHandle(_Stored):
-    """Everything needed to find, cancel and clean up a submitted run.
-
-    `data` is target-private JSON; each target re-reads it with its own model. Never pickled.
-    """
+    """The stored handle of a run's current attempt: everything needed to find, stop and free
+    it. `data` is the target's own handle model as JSON (each target re-reads it with that
+    model, `Target.load_handle`). Never pickled."""
 
     target: str
     run_id: str
-    data: dict[str, Any] = Field(default_factory=dict)
-    # what the machine behind this handle costs; a new machine (a pre-emption move) brings its own
-    price_per_hour: Decimal | None = None
-    # Per-attempt cost, for targets that move a run between machines: what the machines before
-    # this one cost, and when this one began to bill. Without `billed_since`, the run is billed
-    # at `price_per_hour` from submit on.
-    spent_usd: Decimal = Decimal(0)
-    billed_since: datetime | None = None
+    attempt: int = 1
+    data: dict[str, Any] = Field(default_factory=dict[str, Any])
 
-    def cost_now(self, price_per_hour: Decimal) -> Decimal:
-        """What the run's machines cost until now: the earlier ones, plus this one's time."""
-        held_s = (utcnow() - self.billed_since).total_seconds() if self.billed_since else 0.0
-        cost = self.spent_usd + price_per_hour * Decimal(max(0.0, held_s)) / 3600
-        return cost.quantize(Decimal("0.000001"))
+
+class StopReason(str, Enum):
+    """Why a stop was asked for. Stored with the run, so the launcher that drives it hears of a
+    stop asked by any process (`launch cancel` in another terminal, `launch gc`)."""
+
+    CANCEL = "cancel"  # `launch cancel`
+    INTERRUPT = "interrupt"  # Ctrl-C, SIGTERM or SIGHUP to the launcher
+    COST_LIMIT = "cost_limit"  # limits.max_cost_usd would be passed
+    TIME_LIMIT = "time_limit"  # limits.max_hours passed and the agent did not stop the job
+    LAUNCHER_LOST = "launcher_lost"  # `launch gc`: the launcher that drove it died
+
+
+class AttemptEnd(str, Enum):
+    """How one attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the workload exited non-zero
+    STOPPED = "stopped"  # asked to stop (cancel, cost or time limit)
+    PREEMPTED = "preempted"  # the platform ended it: outbid, a session cap
+    LOST = "lost"  # the machine or the agent vanished
+    SUBMIT_FAILED = "submit_failed"  # it never started
+
+
+class AttemptRecord(_Stored):
+    """One attempt of a run: where it ran, for how long, why it ended, what it cost."""
+
+    number: int
+    target: str
+    where: str = ""  # the machine as a user would name it: "instance 42 (RTX 4090)", a kernel
+    started_at: datetime
+    ended_at: datetime | None = None
+    end: AttemptEnd | None = None
+    message: str = ""
+    ran_s: float = 0.0  # seconds the job was seen RUNNING
+    price_per_hour: Decimal | None = None
+    # what the platform counted besides money, e.g. {"kaggle_quota_hours": 1.5}
+    usage: dict[str, float] = Field(default_factory=dict[str, float])
+
+    def cost(self, now: datetime | None = None) -> Decimal | None:
+        """$/h times the time the attempt held its machine (until now while it runs)."""
+        if self.price_per_hour is None:
+            return None
+        end = self.ended_at or now or utcnow()
+        held = max(0.0, (end - self.started_at).total_seconds())
+        return (self.price_per_hour * Decimal(held) / 3600).quantize(Decimal("0.000001"))
+
+
+class RunPolicy(_Stored):
+    """How the orchestrator supervises a run, taken from the spec once at start."""
+
+    sync_every_s: float = 300.0
+    time_limit_s: float | None = None  # the job's RUNNING time over all attempts
+    grace_s: float = 30.0
+    max_cost_usd: Decimal | None = None
+    max_attempts: int | None = None  # limits.max_attempts; None: the target's default
+    attempt_backoff_s: float = 2.0  # before the second attempt; doubled for each one after
 
 
 class StatusEvent(_Stored):
@@ -149,6 +196,7 @@ class ResourceState(str, Enum):
 class ResourceRecord(_Stored):
     id: int
     run_id: str
+    attempt: int = 1
     target: str
     kind: str  # "container", "process", "instance", "kernel", ...
     native_id: str  # the name/id on the platform; chosen before creation where possible
@@ -175,14 +223,21 @@ class RunRecord(_Stored):
     parent_id: str | None = None  # the run this one resumed from
     supervisor_pid: int | None = None  # the launcher process that drives this run
     supervisor_host: str = ""
-    price_per_hour: Decimal | None = None
-    cost_usd: Decimal | None = None
+    price_per_hour: Decimal | None = None  # the current (or last) attempt's
+    cost_usd: Decimal | None = None  # over every attempt; set when the run ends
     # what the platform counts besides money, e.g. {"kaggle_gpu_quota_hours": 1.5}
     usage: dict[str, float] = Field(default_factory=dict[str, float])
     exit_code: int | None = None
+    stop_reason: StopReason | None = None  # a stop was asked for (see StopReason)
     created_at: datetime
     updated_at: datetime
     events: list[StatusEvent] = Field(default_factory=list[StatusEvent])
+    attempts: list[AttemptRecord] = Field(default_factory=list[AttemptRecord])
+
+    @property
+    def attempt(self) -> int:
+        """The number of the current (or last) attempt; 0 before the first."""
+        return self.attempts[-1].number if self.attempts else 0
 
     def phase_durations(self, now: datetime | None = None) -> list[tuple[RunStatus, float]]:
         """Seconds spent in each status, in order; the last one runs to `now` unless terminal."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from launcher.errors import TargetUnavailableError
 
 if TYPE_CHECKING:
-    from launcher.targets.base import Target
+    from launcher.targets.base import AnyTarget
 
 
 class _Entry(NamedTuple):
@@ -36,7 +36,7 @@ def target_names() -> list[str]:
     return list(TARGETS)
 
 
-def load_target_class(name: str) -> type[Target]:
+def load_target_class(name: str) -> type[AnyTarget]:
     import difflib
 
     entry = TARGETS.get(name)

@@ -8,17 +8,23 @@ same way (DESIGN.md, "The agent").
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from launcher import agent as agent_mod
 from launcher.bundle import Bundle, build_bundle
 from launcher.errors import SubmitError, TargetUnavailableError
-from launcher.targets.base import LogLine, Phase, TargetStatus
+from launcher.targets.base import AgentConfig, LogLine, Phase, TargetStatus
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
-def job_bundle(spec: Any, home: Path, notify: Callable[[str], None]) -> Bundle:
+def job_bundle(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> Bundle:
     """Bundle the workload with the agent and the resolved spec; tell the user what was left
     out as a likely secret and any size warning."""
     job_json = json.dumps(spec.resolved_dict(), sort_keys=True, indent=1)
@@ -34,22 +40,21 @@ def job_bundle(spec: Any, home: Path, notify: Callable[[str], None]) -> Bundle:
     return bundle
 
 
-def agent_config(spec: Any) -> dict[str, Any]:
-    """The job-level part of agent.json; targets add run_id and input_dir at submit."""
+def agent_config(spec: JobSpec) -> AgentConfig:
+    """The job-level part of agent.json; targets add the attempt's part at submit."""
     limits = spec.limits
-    return {
-        "command": spec.run,
-        "workdir": "workload",
-        "env": dict(spec.env),
-        "time_limit_s": limits.max_hours * 3600 if limits.max_hours else None,
+    return AgentConfig(
+        command=spec.run,
+        env=dict(spec.env),
+        time_limit_s=limits.max_hours * 3600 if limits.max_hours else None,
         # stop early enough that a platform's cap ends in a checkpoint, not a kill
-        "stop_margin_s": min(60.0, limits.grace_seconds * 2),
-        "grace_s": limits.grace_seconds,
-        "heartbeat_s": 2,
-    }
+        stop_margin_s=min(60.0, limits.grace_seconds * 2),
+        grace_s=limits.grace_seconds,
+        heartbeat_s=2,
+    )
 
 
-def local_inputs(spec: Any, target: str) -> dict[str, str]:
+def local_inputs(spec: JobSpec, target: str) -> dict[str, str]:
     """name -> absolute local path of each job input, for targets that ship local folders
     (mounted, or uploaded to $LAUNCH_INPUT_DIR/<name>). A Kaggle dataset input or a missing
     path is refused before anything is started."""
@@ -63,33 +68,67 @@ def local_inputs(spec: Any, target: str) -> dict[str, str]:
         src = (spec.project_root / item.path).resolve()
         if not src.exists():
             raise SubmitError(f"input path {src} does not exist")
-        inputs[item.name] = str(src)
+        inputs[str(item.name)] = str(src)  # `as:` defaults to the folder's name
     return inputs
 
 
-def agent_phase(st: Mapping[str, Any], alive: bool) -> TargetStatus:
-    """The run's phase from the agent's status.json (`st`; {} when unreadable) and whether the
-    agent process still lives. Exiting after a stop request is STOPPED even with code 0: the job
-    was asked to end early."""
+class AgentStatus(BaseModel):
+    """The agent's status.json (launcher/agent.py `new_status`), read leniently: an agent of
+    another version, or a file that could not be read ({}), still gives an answer."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: str | None = None  # "starting" | "running" | "stopping" | "exited"
+    attempt: int | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    stop_reason: str | None = None  # "signal" | "control" | "time_limit"
+    error: str | None = None  # why the agent itself could not run the workload
+    started_at: str | None = None
+    heartbeat_at: datetime | None = None
+    ended_at: str | None = None
+    last_checkpoint: str | None = None
+    last_metrics: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> AgentStatus:
+        """From the file's bytes; an empty status when they are missing or not a status."""
+        try:
+            return cls.model_validate_json(raw) if raw else cls()
+        except ValidationError:
+            return cls()
+
+    @classmethod
+    def read(cls, path: Path) -> AgentStatus:
+        try:
+            return cls.parse(path.read_bytes())
+        except OSError:
+            return cls()
+
+
+def agent_phase(st: AgentStatus, alive: bool) -> TargetStatus:
+    """The attempt's phase from the agent's status.json and whether the agent process still
+    lives. Exiting after a stop request is STOPPED even with code 0: the job was asked to end
+    early."""
     common: dict[str, Any] = {
-        "heartbeat_at": st.get("heartbeat_at"),
-        "last_checkpoint": st.get("last_checkpoint"),
-        "last_metrics": st.get("last_metrics"),
-        "stop_reason": st.get("stop_reason"),
+        "heartbeat_at": st.heartbeat_at,
+        "last_checkpoint": st.last_checkpoint,
+        "last_metrics": st.last_metrics,
+        "stop_reason": st.stop_reason,
     }
-    phase = st.get("phase")
-    if phase == "exited":
-        code = st.get("exit_code")
-        if st.get("stop_reason"):
-            return TargetStatus(phase=Phase.STOPPED, exit_code=code, **common)
+    if st.phase == "exited":
+        code = st.exit_code
+        message = st.error or ""
+        if st.stop_reason:
+            return TargetStatus(phase=Phase.STOPPED, exit_code=code, message=message, **common)
         if code == 0:
             return TargetStatus(phase=Phase.DONE, exit_code=0, **common)
         return TargetStatus(
-            phase=Phase.FAILED, exit_code=code, message=f"exit code {code}", **common
+            phase=Phase.FAILED, exit_code=code, message=message or f"exit code {code}", **common
         )
     if not alive:
         return TargetStatus(phase=Phase.LOST, message="the agent died without a word", **common)
-    if phase in ("running", "stopping"):
+    if st.phase in ("running", "stopping"):
         return TargetStatus(phase=Phase.RUNNING, **common)
     return TargetStatus(phase=Phase.STARTING, **common)
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from launcher import agent
-from launcher.state import RunHandle
 from launcher.targets.local.target import LocalHandle, LocalTarget
 
 
-def _handle(root: Path) -> RunHandle:
-    data = LocalHandle(runtime="process", root=str(root), pid=1).model_dump()
-    return RunHandle(target="local", run_id="r", data=data)
+def _handle(root: Path) -> LocalHandle:
+    return LocalHandle(run_id="r", runtime="process", root=str(root), pid=1)
 
 
 def test_read_logs_never_loses_doubles_or_splits_a_line(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ official client does not do, this module adds:
 - the endpoint from `LAUNCH_KAGGLE_URL` (an emulator), by repointing kagglesdk's PROD endpoint,
   the override the reference found to work with the unchanged client (§1.1 method C).
 
-Responses are plain dicts (the SDK objects' `to_dict()`), so nothing outside this module sees an
-SDK type.
+The rest of the target calls the typed methods of rpc.py (`save_kernel`, `kernel_session`,
+`dataset`...), mixed in here; Kaggle's RPC names and JSON shapes stay in these two modules.
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from launcher.errors import TargetError, TargetUnavailableError
+from launcher.targets.kaggle.rpc import (
+    KaggleNotFoundError,
+    KaggleRpc,
+    KernelSession,
+    LogEntry,
+    log_entries,
+    rows,
+)
 
 INSTALL_HINT = "pip install 'launch[kaggle]'"
 CREDENTIALS_HINT = (
@@ -35,10 +43,6 @@ CREDENTIALS_HINT = (
     "the kaggle.json it downloads as ~/.kaggle/kaggle.json (chmod 600); or export "
     "KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
 )
-
-
-class KaggleNotFoundError(TargetError):
-    """Kaggle answered 404: the kernel, dataset or session does not exist (or is not ours)."""
 
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -138,7 +142,7 @@ _SERVICES: dict[str, tuple[str, str, str]] = {
 }
 
 
-class KaggleClient:
+class KaggleClient(KaggleRpc):
     """Kaggle's API through kagglesdk, with retries. One per target; built on first use."""
 
     def __init__(
@@ -333,7 +337,7 @@ class KaggleClient:
         os.replace(tmp, dest)
         return got
 
-    def log_stream(self, owner: str, slug: str, wait_s: float) -> list[dict[str, Any]] | None:
+    def log_stream(self, owner: str, slug: str, wait_s: float) -> list[LogEntry] | None:
         """The session's log so far from Kaggle's log stream (what `kaggle kernels logs
         --follow` reads): the JSON array of an ended session, or the SSE events that arrive
         until `wait_s` passes without one (4 x `wait_s` at most). None when the stream cannot
@@ -352,7 +356,7 @@ class KaggleClient:
                     return None
                 if "json" in r.headers.get("Content-Type", ""):
                     data = r.json()
-                    return rows({"log": data}, "log")
+                    return log_entries(rows({"log": data}, "log"))
                 until = time.monotonic() + 4 * wait_s  # a chatty job must not hold us here
                 for raw in r.iter_lines(decode_unicode=True):
                     if time.monotonic() > until:
@@ -368,7 +372,7 @@ class KaggleClient:
             pass  # no event within wait_s: what arrived so far is the log so far
         except (req.exceptions.RequestException, ValueError):
             return None
-        return rows({"log": events}, "log")
+        return log_entries(rows({"log": events}, "log"))
 
 
 def _reason(e: Any) -> str:
@@ -391,8 +395,14 @@ def _retry_after(resp: Any) -> float | None:
         return None
 
 
-def rows(resp: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The list of objects under `key` of a response (lists of anything else are dropped)."""
-    items: Any = resp.get(key) or []
-    found = cast("list[Any]", items) if isinstance(items, list) else []
-    return [cast("dict[str, Any]", x) for x in found if isinstance(x, dict)]
+__all__ = [
+    "Credentials",
+    "KaggleClient",
+    "KaggleNotFoundError",
+    "KernelSession",
+    "LogEntry",
+    "api_url",
+    "find_credentials",
+    "rows",
+    "sdk_installed",
+]

@@ -1,4 +1,5 @@
-"""What a Kaggle run keeps in `RunHandle.data`, and the names it gives things on Kaggle.
+"""What a Kaggle run keeps (its prepared job, one handle per session) and the names it gives
+things on Kaggle.
 
 Every kernel and dataset name starts with "launch-" (`launch gc` looks for that); a kernel's title
 carries the run id ("launch <run id> s<N>"), since slugs cannot hold every run id character.
@@ -11,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.targets.base import Handle, Prepared
 
 PREFIX = "launch-"
 BUNDLE_PREFIX = f"{PREFIX}bundle-"
@@ -47,8 +50,8 @@ def bundle_slug(job: str) -> str:
     return f"{BUNDLE_PREFIX}{slugify(job, MAX_SLUG - len(BUNDLE_PREFIX))}"
 
 
-def state_slug(run_id: str) -> str:
-    return f"{PREFIX}state-{run_core(run_id)}"
+def state_slug(run_id: str, attempt: int) -> str:
+    return f"{PREFIX}state-{run_core(run_id)}-a{attempt}"
 
 
 def seconds_between(start: Any, end: Any) -> float:
@@ -61,69 +64,43 @@ def seconds_between(start: Any, end: Any) -> float:
     return max(0.0, (b - a).total_seconds())
 
 
-class KaggleHandle(BaseModel):
-    """Written strict, read lenient (a newer launcher may add fields)."""
+class KernelJob(BaseModel):
+    """The job's part of every session's kernel configuration (the JSON the kernel reads; see
+    kernel.py). Holds NAMES of secrets, never values."""
 
     model_config = ConfigDict(extra="ignore")
 
-    run_id: str
+    requirements: list[dict[str, str]] = Field(default_factory=list[dict[str, str]])
+    pip_options: list[str] = Field(default_factory=list[str])
+    secrets: list[str] = Field(default_factory=list[str])
+    inputs: list[tuple[str, str]] = Field(default_factory=list[tuple[str, str]])  # (as, slug)
+    session_s: float
+    safety_s: float  # the kernel's own start and the output save must fit in the session too
+
+
+class KagglePrepared(Prepared):
     job: str
-    owner: str
-    output_dir: str
-    session: int = 1
-    kernel_slug: str
-    kernel_id: int | None = None
-    kernels: list[str] = Field(default_factory=list[str])  # every kernel this run pushed
-    bundle_ref: str  # owner/slug/versions/N
-    bundle_file: str
-    bundle_sha256: str
-    state_slug: str
-    state_version: int = 0  # 0: no state dataset made yet
-    kernel_config: dict[str, Any] = Field(default_factory=dict[str, Any])
+    kernel: KernelJob
     sources: list[str] = Field(default_factory=list[str])  # the job's input datasets
     accelerator: str | None = None
     internet: bool = True
-    session_s: float
-    job_limit_s: float | None = None
-    used_s: float = 0.0  # job time the finished sessions used
-    allow_chaining: bool = True
-    max_sessions: int = 10
-    log_base: int = 0  # log entries of the sessions before this one
+
+
+class KaggleHandle(Handle):
+    """One session of a run: the kernel pushed for it, and what it starts from."""
+
+    owner: str
+    kernel_slug: str
+    kernel_id: int | None = None
+    bundle_ref: str  # owner/slug/versions/N
+    state_slug: str | None = None  # the state dataset this session resumed from, if any
+    job_left_s: float | None = None  # of the job's time limit, when this session started
+    session_s: float = 12 * 3600.0  # the session cap the kernel plans with
+    stop_margin_s: float = 60.0  # how early the agent stops before a limit
+    accelerator: str | None = None
+    pushed_at: float = 0.0  # epoch seconds: a kernel not visible long after this is lost
     quota_used_at_start: float | None = None  # seconds of weekly accelerator quota used
 
     @property
     def kernel_ref(self) -> str:
         return f"{self.owner}/{self.kernel_slug}"
-
-    @classmethod
-    def first(
-        cls,
-        run_id: str,
-        owner: str,
-        prepared: dict[str, Any],
-        *,
-        bundle_ref: str,
-        bundle_file: str,
-        bundle_sha256: str,
-    ) -> KaggleHandle:
-        """The handle of session 1, from `Prepared.data` and the bundle's dataset."""
-        d = prepared
-        return cls(
-            run_id=run_id,
-            job=str(d["job"]),
-            owner=owner,
-            output_dir=str(d["output_dir"]),
-            kernel_slug=kernel_slug(run_id, 1),
-            state_slug=state_slug(run_id),
-            kernel_config=dict(d["kernel_config"]),
-            sources=list(d["sources"]),
-            accelerator=d["accelerator"],
-            internet=bool(d["internet"]),
-            session_s=float(d["session_s"]),
-            job_limit_s=d["job_limit_s"],
-            allow_chaining=bool(d["allow_chaining"]),
-            max_sessions=int(d["max_sessions"]),
-            bundle_ref=bundle_ref,
-            bundle_file=bundle_file,
-            bundle_sha256=bundle_sha256,
-        )

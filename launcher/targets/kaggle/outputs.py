@@ -1,4 +1,5 @@
-"""Reading what a kernel session leaves: its /kaggle/working files, its log, its state archive.
+"""What a kernel session leaves (its /kaggle/working files, its log) and what a resumed one
+starts from (its state archive).
 
 Kaggle lists a session's /kaggle/working once the session has ended (ListKernelSessionOutput,
 file URLs without auth); the files are downloaded once into a cache folder per kernel, checked
@@ -13,76 +14,55 @@ import json
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any
 
 from launcher import agent as agent_mod
+from launcher.attempts import resume_sources
 from launcher.targets.base import LogLine
-from launcher.targets.kaggle.client import KaggleClient, rows
+from launcher.targets.jobfiles import AgentStatus
+from launcher.targets.kaggle.client import KaggleClient, LogEntry, log_entries, rows
 
 DONE_MARK = ".complete"  # hidden: pull_tree skips it
-STATE_DIRS = (agent_mod.CHECKPOINTS, agent_mod.OUTPUTS, agent_mod.LOGS)
-
-
-def list_output(client: KaggleClient, owner: str, slug: str) -> tuple[list[dict[str, str]], str]:
-    """Every output file ({url, fileName}) of the kernel's latest session, and its log text."""
-    files: list[dict[str, str]] = []
-    token = ""
-    log = ""
-    for _page in range(1000):
-        resp = client.call(
-            "kernels",
-            "list_kernel_session_output",
-            {"userName": owner, "kernelSlug": slug, "pageSize": 100, "pageToken": token},
-        )
-        files.extend(cast("list[dict[str, str]]", resp.get("files") or []))
-        log = str(resp.get("log") or log)
-        token = str(resp.get("nextPageToken") or "")
-        if not token:
-            break
-    return files, log
 
 
 def fetch_outputs(client: KaggleClient, owner: str, slug: str, cache: Path) -> Path:
     """Download an ended session's outputs into `cache` once; the folder."""
     if (cache / DONE_MARK).is_file():
         return cache
-    files, _log = list_output(client, owner, slug)
+    files, _log = client.session_output(owner, slug)
     for f in files:
-        rel = PurePosixPath(f["fileName"])
-        if rel.is_absolute() or ".." in rel.parts:  # as the kaggle CLI refuses them
+        rel = PurePosixPath(f.name)
+        if not f.name or rel.is_absolute() or ".." in rel.parts:  # as the kaggle CLI refuses
             continue
-        dest = cache.joinpath(*rel.parts)
-        client.download(f["url"], dest)
+        client.download(f.url, cache.joinpath(*rel.parts))
     cache.mkdir(parents=True, exist_ok=True)
     (cache / DONE_MARK).write_text(str(time.time()))
     return cache
 
 
-def read_status(cache: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((cache / agent_mod.STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return cast("dict[str, Any]", data) if isinstance(data, dict) else None
+def read_status(cache: Path) -> AgentStatus | None:
+    """The agent's status.json among a session's outputs; None when it left none."""
+    path = cache / agent_mod.STATUS_FILE
+    return AgentStatus.read(path) if path.is_file() else None
 
 
-def log_entries(log: str) -> list[dict[str, Any]]:
-    """Kaggle's log: a JSON array of {stream_name, time, data}; [] when unreadable."""
+def parse_log(log: str) -> list[LogEntry]:
+    """Kaggle's log as ListKernelSessionOutput gives it (a JSON array); [] when unreadable."""
     try:
         data: Any = json.loads(log) if log else []
     except ValueError:
         return []
-    return rows({"log": data}, "log")
+    return log_entries(rows({"log": data}, "log"))
 
 
-def to_lines(entries: list[dict[str, Any]]) -> list[LogLine]:
+def to_lines(entries: list[LogEntry]) -> list[LogLine]:
     """Kaggle's log entries as the agent's lines: the agent echoes the job's stdout and stderr
     as they are, and its own lines to stderr as "[agent] ..."."""
     at = agent_mod.utc_now()
     lines: list[LogLine] = []
     for e in entries:
-        for text in str(e.get("data") or "").splitlines():
-            if e.get("stream_name") == "stdout":
+        for text in e.data.splitlines():
+            if e.stream_name == "stdout":
                 lines.append(LogLine(at=at, stream="out", text=text))
             elif text.startswith("[agent] "):
                 lines.append(LogLine(at=at, stream="agent", text=text[len("[agent] ") :]))
@@ -91,16 +71,15 @@ def to_lines(entries: list[dict[str, Any]]) -> list[LogLine]:
     return lines
 
 
-def state_archive(run_dir: Path, dest: Path, dirs: tuple[str, ...] = STATE_DIRS) -> str:
-    """Pack the pulled checkpoints/, outputs/ and logs/ of a run folder for the next session;
-    the archive's sha256."""
+def state_archive(base: Path, skip: list[str], dest: Path) -> str:
+    """Pack what a resumed session starts from (`resume_sources`: checkpoints/ and outputs/ of
+    a pulled run folder, or a bare checkpoints folder) for its state dataset; the sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        for name in dirs:
-            folder = run_dir / name
-            if folder.is_dir():
-                tar.add(folder, arcname=name)
+        for sub, files in resume_sources(base, skip).items():
+            for rel, path in sorted(files.items()):
+                tar.add(path, arcname=f"{sub}/{rel}")
     tmp.replace(dest)
     h = hashlib.sha256()
     with dest.open("rb") as f:

@@ -1,178 +1,145 @@
-"""One Kaggle session of a run: pushing its kernel, reading how it ended, and whether the run
-goes on in another session (chaining across Kaggle's session cap)."""
+"""One Kaggle session of a run: pushing its kernel, and reading how it ended."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.errors import SubmitError
-from launcher.targets.base import Ledger, Phase
+from launcher.targets.base import AttemptSpec, Ledger, Phase
 from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_config, agent_phase
+from launcher.targets.jobfiles import AgentStatus, agent_phase
 from launcher.targets.kaggle import handle as names
-from launcher.targets.kaggle import outputs
-from launcher.targets.kaggle.client import KaggleClient, KaggleNotFoundError, rows
-from launcher.targets.kaggle.handle import KaggleHandle
+from launcher.targets.kaggle.client import KaggleClient, KernelSession
+from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared, KernelJob
 from launcher.targets.kaggle.kernel import kernel_source
 from launcher.targets.kaggle.lowering import gpu_problems, lower_image
 from launcher.targets.kaggle.options import KaggleOptions
-from launcher.targets.kaggle.plan import quota_left
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
 def push_kernel(
     client: KaggleClient,
+    prepared: KagglePrepared,
     h: KaggleHandle,
     ledger: Ledger,
     state: tuple[str, str] | None,
     notify: Callable[[str], None],
 ) -> KaggleHandle:
-    """Push the kernel of session `h.session` (the ledger hears of it first); `state` is the
-    (file, sha256) of the state dataset's current version, for a continued run."""
-    left = None if h.job_limit_s is None else max(1.0, h.job_limit_s - h.used_s)
-    config = dict(
-        h.kernel_config,
-        run_id=h.run_id,
-        session=h.session,
+    """Push the kernel of session `h.attempt` (the ledger hears of it first); `state` is the
+    (file, sha256) of the archive in `h.state_slug`, for a resumed session."""
+    bundle_file = bundle_name(prepared.bundle_digest)
+    config: dict[str, Any] = dict(
+        prepared.kernel.model_dump(),
+        agent=prepared.agent.for_attempt(
+            prepared.run_id, AttemptSpec(number=h.attempt), input_dir=""
+        ),
+        run_id=prepared.run_id,
+        session=h.attempt,
         bundle_slug=h.bundle_ref.split("/")[1],
-        bundle_file=h.bundle_file,
-        bundle_sha256=h.bundle_sha256,
+        bundle_file=bundle_file,
+        bundle_sha256=prepared.bundle_digest,
         state_slug=h.state_slug if state else None,
         state_file=state[0] if state else None,
         state_sha256=state[1] if state else None,
-        job_left_s=left,
+        job_left_s=h.job_left_s,
     )
-    sources = [h.bundle_ref, *h.sources]
-    if state:
-        sources.append(f"{h.owner}/{h.state_slug}/versions/{h.state_version}")
-    tpu = bool(h.accelerator) and str(h.accelerator).startswith("Tpu")
-    body: dict[str, Any] = {
-        "slug": h.kernel_ref,
-        "newTitle": names.kernel_title(h.run_id, h.session),
-        "text": kernel_source(config),
-        "language": "python",
-        "kernelType": "script",
-        "isPrivate": True,
-        "enableGpu": bool(h.accelerator) and not tpu,
-        "enableTpu": tpu,
-        "enableInternet": h.internet,
-        "datasetDataSources": sources,
-        "sessionTimeoutSeconds": int(h.session_s),
-    }
-    if h.accelerator:
-        body["machineShape"] = h.accelerator
-    ticket = ledger.intent("kernel", h.kernel_ref, {"title": body["newTitle"]})
-    resp = client.call("kernels", "save_kernel", body)
-    if resp.get("error"):  # a 200 answer: the kaggle CLI prints it and exits 0
-        raise SubmitError(f"Kaggle rejected the kernel push: {resp['error']}")
-    found: list[Any] = list(resp.get("invalidDatasetSources") or [])
-    invalid = [str(x) for x in found]
-    if invalid:
+    sources = [h.bundle_ref, *prepared.sources]
+    if state and h.state_slug:
+        sources.append(f"{h.owner}/{h.state_slug}")
+    title = names.kernel_title(prepared.run_id, h.attempt)
+    ticket = ledger.intent("kernel", h.kernel_ref, {"title": title})
+    pushed = client.save_kernel(
+        h.kernel_ref,
+        title=title,
+        source=kernel_source(config),
+        accelerator=prepared.accelerator,
+        internet=prepared.internet,
+        sources=sources,
+        timeout_s=prepared.kernel.session_s,
+    )
+    if pushed.error:
+        raise SubmitError(f"Kaggle rejected the kernel push: {pushed.error}")
+    if pushed.invalid_sources:
         raise SubmitError(
-            f"Kaggle does not know the dataset(s) {', '.join(invalid)}",
+            f"Kaggle does not know the dataset(s) {', '.join(pushed.invalid_sources)}",
             hint=f"check `inputs:`: each must exist and be visible to {h.owner}",
         )
     ledger.created(ticket, native_id=h.kernel_ref)
-    kid = resp.get("kernelId")
     notify(
-        f"pushed kernel {h.kernel_ref} (session {h.session}, version "
-        f"{resp.get('versionNumber')}): {resp.get('url') or ''}".rstrip(": ")
+        f"pushed kernel {h.kernel_ref} (session {h.attempt}, version "
+        f"{pushed.version}): {pushed.url}".rstrip(": ")
     )
-    return h.model_copy(
-        update={
-            "kernel_id": int(kid) if kid is not None else None,
-            "kernels": [*h.kernels, h.kernel_slug],
-        }
-    )
+    return h.model_copy(update={"kernel_id": pushed.kernel_id, "pushed_at": time.time()})
 
 
-def ended_status(h: KaggleHandle, native: Mapping[str, Any], cache: Path) -> TS:
-    """How an ended session ended: the agent's status.json among its outputs (fetched into
-    `cache`), else Kaggle's own words."""
-    state = str(native.get("status") or "").upper()
-    why = str(native.get("failureMessage") or "")
-    st = outputs.read_status(cache)
-    if state == "ERROR" and ("timed out" in why.lower() or "quota" in why.lower()):
-        # Kaggle's cap (or the quota) ended the session: its SIGTERM reached the agent as a
-        # signal, which is not the user's cancel; the checkpoint saved then is where to go on
+def bundle_name(digest: str) -> str:
+    return f"bundle-{digest[:16]}.tar.gz"
+
+
+def ended_status(h: KaggleHandle, native: KernelSession, st: AgentStatus | None) -> TS:
+    """How an ended session ended: the agent's status.json among its outputs (`st`), else
+    Kaggle's own words."""
+    why = native.failure_message
+    common: dict[str, Any] = {
+        "last_checkpoint": st.last_checkpoint if st else None,
+        "last_metrics": st.last_metrics if st else None,
+    }
+    if native.status == "ERROR" and "quota" in why.lower():
+        return TS(
+            phase=Phase.PREEMPTED,
+            stop_reason="quota",
+            message=f"Kaggle ended session {h.attempt}: {why}",
+            **common,
+        )
+    if native.status == "ERROR" and "timed out" in why.lower():
+        # Kaggle's cap ended the session: its SIGTERM reached the agent as a signal, which is
+        # not the user's cancel; the checkpoint saved then is where to go on
         return TS(
             phase=Phase.STOPPED,
             stop_reason="time_limit",
-            message=f"Kaggle ended session {h.session}: {why}",
-            last_checkpoint=(st or {}).get("last_checkpoint"),
-            last_metrics=(st or {}).get("last_metrics"),
+            message=f"Kaggle ended session {h.attempt}: {why}",
+            **common,
         )
-    if st is not None and st.get("phase") == "exited":
+    if st is not None and st.phase == "exited":
         result = agent_phase(st, alive=False)
-        if st.get("error"):
-            result = result.model_copy(update={"message": str(st["error"])})
-        return result
-    if state == "CANCEL_ACKNOWLEDGED":
+        return result.model_copy(update={"message": st.error}) if st.error else result
+    if native.status == "CANCEL_ACKNOWLEDGED":
         return TS(phase=Phase.STOPPED, stop_reason="signal", message="cancelled on Kaggle")
     return TS(
         phase=Phase.FAILED,
-        message=f"Kaggle kernel {h.kernel_ref} ended {state}: "
+        message=f"Kaggle kernel {h.kernel_ref} ended {native.status}: "
         + (why or "without the agent's status.json"),
     )
 
 
-def margin(h: KaggleHandle) -> float:
-    agent: dict[str, Any] = h.kernel_config.get("agent") or {}
-    return float(agent.get("stop_margin_s") or 0) + 1.0
-
-
-def chain_blocker(
-    client: KaggleClient, h: KaggleHandle, st: TS, ran_s: float, cancelled: bool
-) -> str | None:
-    """None when the ended session (`st`, which ran `ran_s`) should go on in another session;
-    else why not."""
+def session_cap_or_limit(h: KaggleHandle, st: TS, ran_s: float) -> TS:
+    """A session the agent (or Kaggle) stopped at a time limit: was it the session's cap, with
+    the job's own time left (PREEMPTED: the next session goes on), or the job's limit?"""
     if st.phase is not Phase.STOPPED or st.stop_reason != "time_limit":
-        return "not stopped by a time limit"
-    if cancelled:
-        return "cancelled"
-    if h.job_limit_s is not None and h.used_s + ran_s >= h.job_limit_s - 2 * margin(h):
-        return f"the job used its limit of {h.job_limit_s / 3600:g} h"
-    if not h.allow_chaining:
-        return (
-            f"the job needs more than one Kaggle session ({h.session_s / 3600:g} h each) "
-            "and targets.kaggle.allow_chaining is off"
-        )
-    if h.session >= h.max_sessions:
-        return f"the run used its {h.max_sessions} sessions (targets.kaggle.max_sessions)"
-    if h.accelerator:
-        left = quota_left(client, h.accelerator)[1]
-        if left is not None and left < 2 * margin(h):
-            return (
-                f"the weekly Kaggle quota is used up ({left / 3600:.2f} h left): continue "
-                f"after it refreshes with `launch run ... --resume-from {h.run_id}`"
-            )
-    return None
-
-
-def delete_kernel(client: KaggleClient, owner: str, slug: str) -> None:
-    """Delete a kernel (Kaggle stops its session); silent when it is already gone."""
-    try:
-        client.call("kernels", "delete_kernel", {"userName": owner, "kernelSlug": slug})
-    except KaggleNotFoundError:
-        pass
+        return st
+    margin = h.stop_margin_s + 1.0
+    if h.job_left_s is not None and ran_s >= h.job_left_s - 2 * margin:
+        return st  # the job used its own limit
+    cap = h.session_s / 3600
+    why = st.message or f"session {h.attempt} reached the session cap ({cap:g} h)"
+    return st.model_copy(
+        update={"phase": Phase.PREEMPTED, "stop_reason": "session_cap", "message": why}
+    )
 
 
 def labelled_kernels(client: KaggleClient) -> list[tuple[str, str, str]]:
     """Kernels whose title says launch made them: (owner/slug, run id, "kernel")."""
     found: list[tuple[str, str, str]] = []
-    token = ""
-    for _page in range(100):
-        body = {"group": "PROFILE", "pageSize": 100, "pageToken": token}
-        resp = client.call("kernels", "list_kernels", body)
-        for k in rows(resp, "kernels"):
-            run = names.run_of_title(str(k.get("title") or ""))
-            if run is not None and str(k.get("slug") or "").startswith(names.PREFIX):
-                found.append((str(k.get("ref") or ""), run, "kernel"))
-        token = str(resp.get("nextPageToken") or "")
-        if not token:
-            break
+    for k in client.my_kernels():
+        run = names.run_of_title(k.title)
+        if run is not None and k.slug.startswith(names.PREFIX):
+            found.append((k.ref, run, "kernel"))
     return found
 
 
@@ -191,9 +158,9 @@ def explain_secrets(home: Path, secrets: list[str], notify: Callable[[str], None
     mark.touch()
 
 
-def kernel_config(
-    spec: Any, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
-) -> dict[str, Any]:
+def kernel_job(
+    spec: JobSpec, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
+) -> KernelJob:
     """The job's part of every session's kernel configuration; warns (before anything is
     pushed) about what the image or the job needs that Kaggle cannot give."""
     lowered = lower_image(spec.image_dir)
@@ -212,13 +179,11 @@ def kernel_config(
             f"({opts.session_hours:g} h), and targets.kaggle.allow_chaining is off: it stops "
             "at the session's end with a checkpoint (`launch run --resume-from` goes on)"
         )
-    return {
-        "agent": agent_config(spec),
-        "requirements": lowered.requirements,
-        "pip_options": lowered.pip_options,
-        "secrets": list(spec.secrets),
-        "inputs": [[str(i.name), str(i.kaggle).split("/")[1]] for i in spec.inputs],
-        "session_s": session_s,
-        # the kernel's own start and the output save must fit in the session too
-        "safety_s": min(60.0, max(1.0, 0.1 * session_s)),
-    }
+    return KernelJob(
+        requirements=lowered.requirements,
+        pip_options=lowered.pip_options,
+        secrets=list(spec.secrets),
+        inputs=[(str(i.name), str(i.kaggle).split("/")[1]) for i in spec.inputs],
+        session_s=session_s,
+        safety_s=min(60.0, max(1.0, 0.1 * session_s)),
+    )

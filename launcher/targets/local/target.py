@@ -1,8 +1,9 @@
 """The local target: this machine, with the job's image on docker or as a plain process.
 
 Both runtimes share one workspace layout under $LAUNCH_HOME/work/<run_id> (the same layout the
-agent uses on every platform); they differ only in how the agent is started and watched. Status,
-logs and pulls read the workspace, so they work the same after the launcher died and came back.
+agent uses on every platform; a later attempt gets <run_id>.a<N>); they differ only in how the
+agent is started and watched. Status, logs and pulls read the workspace, so they work the same
+after the launcher died and came back.
 """
 
 from __future__ import annotations
@@ -12,22 +13,25 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import Field
 
 from launcher import agent as agent_mod
+from launcher.attempts import copy_resume_sources
 from launcher.bundle import extract_bundle
 from launcher.errors import SubmitError, TargetUnavailableError
-from launcher.state import RunHandle
 from launcher.sync import LocalTree, PullResult, atomic_write_text, pull_tree
 from launcher.targets.base import (
+    AttemptSpec,
     CheckResult,
+    Handle,
     Ledger,
     LogLine,
+    Notify,
     Phase,
     Plan,
     Prepared,
@@ -35,6 +39,7 @@ from launcher.targets.base import (
     TargetStatus,
 )
 from launcher.targets.jobfiles import (
+    AgentStatus,
     agent_config,
     agent_phase,
     job_bundle,
@@ -43,11 +48,22 @@ from launcher.targets.jobfiles import (
 )
 from launcher.targets.local import process
 
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
+
 CONTAINER_ROOT = "/launch"
 PULLED_DIRS = frozenset({agent_mod.OUTPUTS, agent_mod.CHECKPOINTS, agent_mod.LOGS})
 
 
-class LocalHandle(BaseModel):
+class LocalPrepared(Prepared):
+    runtime: Literal["docker", "process"]
+    gpus: int | str = 0  # 0, a count, or "all"
+    image: str | None = None  # the built image tag (docker)
+    python: str | None = None  # the job virtualenv's python (process)
+    inputs: dict[str, str] = Field(default_factory=dict[str, str])  # name -> local path
+
+
+class LocalHandle(Handle):
     runtime: Literal["docker", "process"]
     root: str
     container: str | None = None
@@ -59,12 +75,14 @@ def _pulled(path: str) -> bool:
     return path.split("/", 1)[0] in PULLED_DIRS or path == agent_mod.STATUS_FILE
 
 
-class LocalTarget(Target):
+class LocalTarget(Target[LocalPrepared, LocalHandle]):
     name: ClassVar[str] = "local"
+    prepared_model: ClassVar[type[Prepared]] = LocalPrepared
+    handle_model: ClassVar[type[Handle]] = LocalHandle
 
-    def __init__(self, home: Path, notify: Callable[[str], None] = lambda _m: None) -> None:
-        self.home = home
-        self.notify = notify
+    def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
+        super().__init__(home, notify)
+        # the agents this process started, to reap them; a fresh process reads /proc instead
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._docker_client: Any = None
 
@@ -92,7 +110,7 @@ class LocalTarget(Target):
 
     # ---- prepare / submit -------------------------------------------------------------------
 
-    def _runtime(self, spec: Any) -> Literal["docker", "process"]:
+    def _runtime(self, spec: JobSpec) -> Literal["docker", "process"]:
         wanted = spec.targets.for_target("local").runtime
         if wanted != "auto":
             return wanted
@@ -104,7 +122,7 @@ class LocalTarget(Target):
             return "process"
         return "docker" if DockerClient.engine_answers() else "process"
 
-    def _gpus(self, spec: Any, runtime: str) -> int | str:
+    def _gpus(self, spec: JobSpec, runtime: str) -> int | str:
         """GPUs to expose: 0, a count, or "all" (targets.local.gpus decides; default: the
         job's resources.gpu.count)."""
         opt = spec.targets.for_target("local").gpus
@@ -127,7 +145,7 @@ class LocalTarget(Target):
             )
         return want
 
-    def prepare(self, spec: Any, run_id: str, workdir: Path) -> Prepared:
+    def prepare(self, spec: JobSpec, run_id: str, workdir: Path) -> LocalPrepared:
         runtime = self._runtime(spec)
         missing = [s for s in spec.secrets if s not in os.environ]
         if missing:
@@ -143,6 +161,7 @@ class LocalTarget(Target):
             from launcher.images import ensure_image
 
             # the build's own output is noise unless it fails; the error carries its tail
+            assert spec.image is not None  # auto picks docker only for a job with an image
             ref = ensure_image(
                 self._docker(),
                 spec.project_root,
@@ -160,55 +179,61 @@ class LocalTarget(Target):
             if req is not None and req_name != "requirements.txt" and not req.is_file():
                 raise SubmitError(f"targets.local.requirements: {req} does not exist")
             python = str(process.ensure_env(self.home, req))
-        inputs = local_inputs(spec, "local")
-        config = agent_config(spec)
-        return Prepared(
+        return LocalPrepared(
             run_id=run_id,
             bundle_path=bundle.path,
             bundle_digest=bundle.digest,
-            image=image,
+            agent=agent_config(spec),
             secrets=list(spec.secrets),
-            data={
-                "runtime": runtime,
-                "gpus": gpus,
-                "python": python,
-                "agent": config,
-                "inputs": inputs,
-            },
+            more_attempts_hint="limits.max_attempts lets a run go on after its job died",
+            runtime=runtime,
+            gpus=gpus,
+            image=image,
+            python=python,
+            inputs=local_inputs(spec, "local"),
         )
 
-    def submit(self, prepared: Prepared, ledger: Ledger) -> RunHandle:
-        d = prepared.data
-        root = self.home / "work" / prepared.run_id
+    def submit(
+        self,
+        prepared: LocalPrepared,
+        ledger: Ledger,
+        attempt: AttemptSpec,
+        previous: LocalHandle | None,
+    ) -> LocalHandle:
+        suffix = "" if attempt.number == 1 else f".a{attempt.number}"
+        root = self.home / "work" / f"{prepared.run_id}{suffix}"
         root.mkdir(parents=True, exist_ok=True)
         extract_bundle(prepared.bundle_path, root / agent_mod.BUNDLE)
-        if prepared.resume_checkpoints is not None:
-            # the agent points LAUNCH_RESUME_FROM at the newest of these
-            shutil.copytree(
-                prepared.resume_checkpoints, root / agent_mod.CHECKPOINTS, dirs_exist_ok=True
-            )
-        in_container = d["runtime"] == "docker"
+        if attempt.resume_from is not None:
+            # the agent points LAUNCH_RESUME_FROM at the newest checkpoint among these
+            copy_resume_sources(attempt.resume_from, root, attempt.resume_skip)
+        in_container = prepared.runtime == "docker"
         input_root = f"{CONTAINER_ROOT}/inputs" if in_container else str(root / "inputs")
-        config = dict(d["agent"], run_id=prepared.run_id, input_dir=input_root)
+        config = prepared.agent.for_attempt(prepared.run_id, attempt, input_root)
         atomic_write_text(root / "agent.json", json.dumps(config, indent=1))
         secrets = {name: os.environ[name] for name in prepared.secrets if name in os.environ}
         if in_container:
-            return self._submit_docker(prepared, root, secrets, ledger)
-        return self._submit_process(prepared, root, secrets, ledger)
+            return self._submit_docker(prepared, attempt, root, secrets, ledger)
+        return self._submit_process(prepared, attempt, root, secrets, ledger)
 
     def _submit_docker(
-        self, prepared: Prepared, root: Path, secrets: dict[str, str], ledger: Ledger
-    ) -> RunHandle:
+        self,
+        prepared: LocalPrepared,
+        attempt: AttemptSpec,
+        root: Path,
+        secrets: dict[str, str],
+        ledger: Ledger,
+    ) -> LocalHandle:
         from launcher.targets.local.docker_client import LABEL_HOME, LABEL_RUN, home_key
 
-        name = f"launch-{prepared.run_id}"
+        suffix = "" if attempt.number == 1 else f"-a{attempt.number}"
+        name = f"launch-{prepared.run_id}{suffix}"
         mounts = [
             (str(root), CONTAINER_ROOT, False),
             (str(root / agent_mod.BUNDLE), f"{CONTAINER_ROOT}/{agent_mod.BUNDLE}", True),
         ]
         mounts += [
-            (src, f"{CONTAINER_ROOT}/inputs/{n}", True)
-            for n, src in prepared.data["inputs"].items()
+            (src, f"{CONTAINER_ROOT}/inputs/{n}", True) for n, src in prepared.inputs.items()
         ]
         ticket = ledger.intent("container", name, {"root": str(root)})
         user = None if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
@@ -228,25 +253,37 @@ class LocalTarget(Target):
             env=env,
             mounts=mounts,
             labels={LABEL_RUN: prepared.run_id, LABEL_HOME: home_key(str(self.home))},
-            gpus=prepared.data["gpus"] or None,
+            gpus=prepared.gpus or None,
             user=user,
             workdir=f"{CONTAINER_ROOT}/bundle/workload",
         )
         ledger.created(ticket)
-        handle = LocalHandle(runtime="docker", root=str(root), container=name)
-        return self._handle(prepared.run_id, handle)
+        return LocalHandle(
+            run_id=prepared.run_id,
+            attempt=attempt.number,
+            price_per_hour=Decimal(0),  # this machine costs nothing by the hour
+            runtime="docker",
+            root=str(root),
+            container=name,
+        )
 
     def _submit_process(
-        self, prepared: Prepared, root: Path, secrets: dict[str, str], ledger: Ledger
-    ) -> RunHandle:
+        self,
+        prepared: LocalPrepared,
+        attempt: AttemptSpec,
+        root: Path,
+        secrets: dict[str, str],
+        ledger: Ledger,
+    ) -> LocalHandle:
         inputs = root / "inputs"
         inputs.mkdir(exist_ok=True)
-        for n, src in prepared.data["inputs"].items():
+        for n, src in prepared.inputs.items():
             link = inputs / n
             if not link.exists():
                 link.symlink_to(src)
         ticket = ledger.intent("process", f"agent:{prepared.run_id}", {"root": str(root)})
-        python = Path(prepared.data["python"])
+        assert prepared.python is not None
+        python = Path(prepared.python)
         # the job's `python3` must be the job virtualenv's, as it would be in the image
         env = dict(os.environ, **secrets)
         env["VIRTUAL_ENV"] = str(python.parent.parent)
@@ -261,28 +298,26 @@ class LocalTarget(Target):
         )
         self._children[proc.pid] = proc
         ledger.created(ticket, native_id=f"{proc.pid}:{ticks}")
-        handle = LocalHandle(runtime="process", root=str(root), pid=proc.pid, pid_ticks=ticks)
-        return self._handle(prepared.run_id, handle)
-
-    def _handle(self, run_id: str, handle: LocalHandle) -> RunHandle:
-        # this machine costs nothing by the hour; reports compare it at $0
-        return RunHandle(
-            target=self.name, run_id=run_id, data=handle.model_dump(), price_per_hour=Decimal(0)
+        return LocalHandle(
+            run_id=prepared.run_id,
+            attempt=attempt.number,
+            price_per_hour=Decimal(0),
+            runtime="process",
+            root=str(root),
+            pid=proc.pid,
+            pid_ticks=ticks,
         )
+
+    def describe(self, handle: LocalHandle) -> str:
+        if handle.runtime == "docker":
+            return f"container {handle.container} on this machine"
+        return f"process {handle.pid} on this machine"
 
     # ---- watch ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _agent_status(root: Path) -> dict[str, Any]:
-        try:
-            data = json.loads((root / agent_mod.STATUS_FILE).read_text())
-        except (OSError, ValueError):
-            return {}
-        return cast("dict[str, Any]", data) if isinstance(data, dict) else {}
-
-    def status(self, handle: RunHandle) -> TargetStatus:
-        h = LocalHandle.model_validate(handle.data)
-        st = self._agent_status(Path(h.root))
+    def status(self, handle: LocalHandle) -> TargetStatus:
+        h = handle
+        st = AgentStatus.read(Path(h.root) / agent_mod.STATUS_FILE)
         if h.runtime == "docker":
             assert h.container is not None
             coarse, code, native = self._docker().state(h.container)
@@ -292,7 +327,7 @@ class LocalTarget(Target):
             coarse, code, native = ("running" if running else "exited"), None, ""
         if coarse in ("running", "starting", "unknown"):
             return agent_phase(st, alive=True)
-        if st.get("phase") == "exited":
+        if st.phase == "exited":
             return agent_phase(st, alive=False)
         if coarse == "exited" and code is not None:
             # the agent never reported (e.g. no python3 in the image): docker's code is all we have
@@ -303,8 +338,8 @@ class LocalTarget(Target):
             )
         return TargetStatus(phase=Phase.LOST, message=f"the job vanished ({native or 'gone'})")
 
-    def read_logs(self, handle: RunHandle, cursor: int) -> tuple[list[LogLine], int]:
-        path = Path(LocalHandle.model_validate(handle.data).root) / agent_mod.LOG_FILE
+    def read_logs(self, handle: LocalHandle, cursor: int) -> tuple[list[LogLine], int]:
+        path = Path(handle.root) / agent_mod.LOG_FILE
         try:
             with open(path, "rb") as f:
                 f.seek(cursor)
@@ -314,18 +349,16 @@ class LocalTarget(Target):
         lines, used = parse_log_chunk(chunk)
         return lines, cursor + used
 
-    def pull(self, handle: RunHandle, dest: Path) -> PullResult:
-        root = Path(LocalHandle.model_validate(handle.data).root)
+    def pull(self, handle: LocalHandle, dest: Path) -> PullResult:
+        root = Path(handle.root)
         if not root.is_dir():
-            return PullResult(
-                copied=[], skipped_unchanged=0, bytes_copied=0, changed_during_copy=[]
-            )
+            return PullResult()
         return pull_tree(LocalTree(root), dest, include=_pulled)
 
     # ---- stop / free ------------------------------------------------------------------------
 
-    def cancel(self, handle: RunHandle) -> None:
-        h = LocalHandle.model_validate(handle.data)
+    def cancel(self, handle: LocalHandle) -> None:
+        h = handle
         root = Path(h.root)
         if root.is_dir():
             # the control file reaches the agent on every runtime; the signal is faster
@@ -335,23 +368,23 @@ class LocalTarget(Target):
         elif h.pid is not None:
             process.signal_group(h.pid, h.pid_ticks, signal.SIGTERM, self._children.get(h.pid))
 
-    def kill(self, handle: RunHandle) -> None:
-        h = LocalHandle.model_validate(handle.data)
+    def kill(self, handle: LocalHandle) -> None:
+        h = handle
         if h.runtime == "docker" and h.container:
             self._docker().signal(h.container, "SIGKILL")
             return
         if h.pid is not None:
             process.signal_group(h.pid, h.pid_ticks, signal.SIGKILL, self._children.get(h.pid))
         # the workload runs in its own session: the agent's group does not include it
-        workload_pid = self._agent_status(Path(h.root)).get("pid")
-        if isinstance(workload_pid, int):
+        workload_pid = AgentStatus.read(Path(h.root) / agent_mod.STATUS_FILE).pid
+        if workload_pid is not None:
             try:
                 os.killpg(workload_pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def cleanup(self, handle: RunHandle, *, keep_data: bool = False) -> None:
-        h = LocalHandle.model_validate(handle.data)
+    def cleanup(self, handle: LocalHandle, *, keep_data: bool = False) -> None:
+        h = handle
         if self.status(handle).phase in (Phase.RUNNING, Phase.STARTING):
             self.kill(handle)
         if h.runtime == "docker" and h.container:
@@ -363,7 +396,7 @@ class LocalTarget(Target):
         if not keep_data:
             shutil.rmtree(h.root, ignore_errors=True)
 
-    def plan(self, spec: Any) -> Plan:
+    def plan(self, spec: JobSpec) -> Plan:
         from launcher.targets.local.plan import plan_local
 
         return plan_local(self, spec)

@@ -22,6 +22,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from launcher.errors import (
     LaunchError,
     NoCapacityError,
@@ -57,6 +59,45 @@ def api_key() -> str:
             f"(or save it in {path})",
         )
     return key
+
+
+class VastInstance(BaseModel):
+    """An instance row (`GET /instances/{id}/`, `GET /api/v1/instances/`), the fields we read.
+
+    actual_status: None while created, then "loading" | "running" | "stopped" | "exited" |
+    "unknown" | "offline" | "frozen" | "rebooting"; intended_status: what the owner asked for.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    label: str | None = None
+    actual_status: str | None = None
+    intended_status: str | None = None
+    status_msg: str | None = None
+    dph_total: float | None = None
+    is_bid: bool = False
+    public_ipaddr: str | None = None
+    ports: dict[str, list[dict[str, Any]] | None] = Field(default_factory=dict)
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+
+    def ssh_address(self) -> tuple[str, int] | None:
+        """Direct (public ip + mapped 22/tcp) when the host offers it, else Vast's ssh proxy."""
+        bind = self.ports.get("22/tcp") or []
+        port = bind[0].get("HostPort") if bind else None
+        if port and self.public_ipaddr:
+            return self.public_ipaddr.strip(), int(port)
+        if self.ssh_host and self.ssh_port:
+            return self.ssh_host, self.ssh_port
+        return None
+
+
+def _instance(row: dict[str, Any]) -> VastInstance | None:
+    try:
+        return VastInstance.model_validate(row)
+    except ValidationError:
+        return None
 
 
 class VastApiError(TargetError):
@@ -176,7 +217,7 @@ class VastClient:
             raise SubmitError(f"Vast did not create an instance: {res.get('msg') or res}")
         return iid
 
-    def show_instance(self, iid: int) -> dict[str, Any] | None:
+    def show_instance(self, iid: int) -> VastInstance | None:
         """`GET /instances/{id}/`: the instance's row, or None when it no longer exists."""
         try:
             res = _as_dict(
@@ -187,7 +228,7 @@ class VastClient:
                 return None
             raise
         row = res.get("instances")
-        return cast("dict[str, Any]", row) if _is_dict(row) else None
+        return _instance(cast("dict[str, Any]", row)) if _is_dict(row) else None
 
     def destroy_instance(self, iid: int) -> None:
         """`DELETE /instances/{id}/`; silent when it is already gone."""
@@ -201,9 +242,9 @@ class VastClient:
         """`POST /instances/{id}/ssh/`: let this key log in as root."""
         self._request("POST", f"/api/v0/instances/{iid}/ssh/", {"ssh_key": public_key})
 
-    def list_instances(self) -> list[dict[str, Any]]:
+    def list_instances(self) -> list[VastInstance]:
         """`GET /api/v1/instances/`, every page."""
-        rows: list[dict[str, Any]] = []
+        rows: list[VastInstance] = []
         token: str | None = None
         for _ in range(1000):
             query: dict[str, Any] = {
@@ -214,15 +255,15 @@ class VastClient:
             if token:
                 query["after_token"] = token
             res = _as_dict(self._request("GET", "/api/v1/instances/", query=query))
-            rows += _dicts(res.get("instances"))
+            rows += [i for r in _dicts(res.get("instances")) if (i := _instance(r))]
             nxt = res.get("next_token")
             if not nxt:
                 break
             token = str(nxt)
         return rows
 
-    def instances_labelled(self, label: str) -> list[dict[str, Any]]:
-        return [r for r in self.list_instances() if r.get("label") == label]
+    def instances_labelled(self, label: str) -> list[VastInstance]:
+        return [r for r in self.list_instances() if r.label == label]
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -1,22 +1,25 @@
-"""`prepare` for the Vast target (local work only: check the spec, bundle, unpack) and the first
-handle `submit` rents with."""
+"""`prepare` for the Vast target: local work only (check the spec, bundle, unpack)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from launcher.errors import TargetUnavailableError
-from launcher.targets.base import Prepared
 from launcher.targets.jobfiles import agent_config, job_bundle, local_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
-from launcher.targets.vast.workspace import VastHandle, unpacked_bundle
+from launcher.targets.vast.workspace import VastPrepared, unpacked_bundle
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
-def prepare_vast(spec: Any, run_id: str, home: Path, notify: Callable[[str], None]) -> Prepared:
+def prepare_vast(
+    spec: JobSpec, run_id: str, home: Path, notify: Callable[[str], None]
+) -> VastPrepared:
     opts: VastOptions = spec.targets.for_target("vast")
     image = opts.image or spec.image
     if not image:
@@ -31,40 +34,18 @@ def prepare_vast(spec: Any, run_id: str, home: Path, notify: Callable[[str], Non
             hint="export them before `launch run`; their values never enter the bundle",
         )
     bundle = job_bundle(spec, home, notify)
-    return Prepared(
+    return VastPrepared(
         run_id=run_id,
         bundle_path=bundle.path,
         bundle_digest=bundle.digest,
-        image=image,
+        agent=agent_config(spec),
         secrets=list(spec.secrets),
-        data={
-            "agent": agent_config(spec),
-            "query": offers_mod.offer_query(spec, opts),
-            "options": opts.model_dump(),
-            "disk_gb": float(spec.resources.disk_gb),
-            "inputs": local_inputs(spec, "vast"),
-            # unpacked now (local work), pushed file by file once the instance answers
-            "bundle_dir": str(unpacked_bundle(bundle.path, bundle.digest)),
-        },
-    )
-
-
-def first_handle(prepared: Prepared, label_prefix: str) -> VastHandle:
-    d = prepared.data
-    return VastHandle(
-        instance_id=0,
-        offer_id=0,
-        label=f"{label_prefix}{prepared.run_id}",
-        dph_total=0.0,
-        bundle_path=str(prepared.bundle_path),
-        bundle_digest=prepared.bundle_digest,
-        agent=dict(d["agent"], run_id=prepared.run_id),
-        secrets=prepared.secrets,
-        resume_from=str(prepared.resume_checkpoints) if prepared.resume_checkpoints else None,
-        image=str(prepared.image),
-        disk_gb=float(d["disk_gb"]),
-        options=d["options"],
-        query=d["query"],
-        inputs=d.get("inputs") or {},
-        bundle_dir=str(d.get("bundle_dir") or ""),
+        more_attempts_hint="limits.max_attempts allows more moves to another machine",
+        image=image,
+        query=offers_mod.offer_query(spec, opts),
+        options=opts,
+        disk_gb=float(spec.resources.disk_gb),
+        inputs=local_inputs(spec, "vast"),
+        # unpacked now (local work), pushed file by file once the instance answers
+        bundle_dir=str(unpacked_bundle(bundle.path, bundle.digest)),
     )

@@ -1,13 +1,13 @@
 """The Vast.ai target: rent the best offer that fits, run the agent over SSH, bring it home.
 
-    submit    search offers, best $/h per reliability first -> ledger intent (label
-              launch-<run id>) -> create -> handle
+    submit    search offers, best $/h per reliability first (skipping offers an earlier attempt
+              tried) -> ledger intent (label launch-<run id>) -> create -> handle
     advance   once the instance runs: attach our key -> connect (pin the host key) -> push
               bundle, inputs, checkpoints to resume from (only what differs, hash-checked)
               -> start the agent detached (it survives SSH drops)
-    status    the instance row through `NATIVE_STATUS`, then the agent's status.json (SFTP)
+    status    the instance row through `NATIVE_STATUS`, then the agent's status.json (SFTP); an
+              instance outbid or dead reads PREEMPTED: the orchestrator moves the run on
     pull      outputs, checkpoints, logs by manifest diff, verified (workspace.py, sftp.py)
-    advance   (mid-run) pre-empted: keep what was streamed, rent again, resume (moves.py)
     cleanup   destroy the instance: Vast bills a stopped instance's disk, so nothing is kept
 
 Renting and instance states are in `lifecycle.py`; the instance's workspace (layout, upload,
@@ -17,30 +17,31 @@ agent start, status.json, pull) in `workspace.py`; `launch plan` in `plan.py`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
 from launcher.errors import TargetError, TargetUnavailableError
-from launcher.state import RunHandle
 from launcher.sync import PullResult
-from launcher.targets.base import CheckResult, Ledger, LogLine, Phase, Plan, Prepared, Target
-from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_phase, parse_log_chunk
-from launcher.targets.vast.client import VastClient, api_key, api_url
-from launcher.targets.vast.lifecycle import (
-    DEAD,
-    LABEL_PREFIX,
-    NATIVE_STATUS,
-    destroy_labelled,
-    ours,
-    preempted,
-    rent,
-    ssh_address,
+from launcher.targets.base import (
+    AttemptSpec,
+    CheckResult,
+    Handle,
+    Ledger,
+    LogLine,
+    Notify,
+    Phase,
+    Plan,
+    Prepared,
+    Target,
 )
-from launcher.targets.vast.moves import LogTail, next_attempt
-from launcher.targets.vast.prepare import first_handle, prepare_vast
+from launcher.targets.base import TargetStatus as TS
+from launcher.targets.jobfiles import AgentStatus, agent_phase, parse_log_chunk
+from launcher.targets.vast.client import VastClient, VastInstance, api_key, api_url
+from launcher.targets.vast.lifecycle import NATIVE_STATUS, destroy_labelled, ours, rent
+from launcher.targets.vast.prepare import prepare_vast
 from launcher.targets.vast.ssh import (
     TRANSIENT,
     HostKeyChangedError,
@@ -50,46 +51,65 @@ from launcher.targets.vast.ssh import (
 )
 from launcher.targets.vast.workspace import (
     VastHandle,
+    VastPrepared,
     agent_alive,
     agent_status,
     pull_workspace,
-    run_handle,
     signal_agent,
     start_agent,
     upload,
     with_real_price,
 )
 
-MAX_REPLACEMENTS = 2  # instances that died before the job started, replaced by another offer
-MAX_PREEMPTIONS = 3  # pre-empted mid-run: resumed on another offer this many times at most
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
+
+DEFAULT_ATTEMPTS = 4  # instances one run may use: pre-empted, or dead before the job started
 ROW_TTL_S = 0.25  # one orchestrator poll (advance + status) reads the instance row once
 SSH_LOST_AFTER_S = 300.0  # an instance that runs but never answers SSH for this long is lost
 AGENT_SILENT_S = 30.0  # a heartbeat unchanged this long makes us ask whether the agent lives
 
 
-class VastTarget(Target):
+class _Link:
+    """One SSH connection to an instance, and what this process saw through it: when SSH went
+    quiet and when the heartbeat last moved. A new process starts a new link and counts anew."""
+
+    def __init__(self, conn: SshConn) -> None:
+        self.conn = conn
+        self.down_since: float | None = None
+        self.beat: tuple[datetime | None, float] = (None, 0.0)
+
+    def heartbeat_ok(self, st: AgentStatus) -> bool:
+        """Has the heartbeat moved within AGENT_SILENT_S? (Local clock only: no skew.)"""
+        now = time.monotonic()
+        seen, since = self.beat
+        if st.heartbeat_at != seen or st.phase == "exited":
+            self.beat = (st.heartbeat_at, now)
+            return True
+        return now - since < AGENT_SILENT_S
+
+
+class VastTarget(Target[VastPrepared, VastHandle]):
     name: ClassVar[str] = "vast"
+    prepared_model: ClassVar[type[Prepared]] = VastPrepared
+    handle_model: ClassVar[type[Handle]] = VastHandle
+    stray_kind: ClassVar[str] = "instance"
 
     def __init__(
-        self,
-        home: Path,
-        notify: Callable[[str], None] = lambda _m: None,
-        client: VastClient | None = None,
+        self, home: Path, notify: Notify = lambda _m: None, client: VastClient | None = None
     ) -> None:
-        self.home = home
-        self.notify = notify
+        super().__init__(home, notify)
         self._client = client
-        self._conns: dict[str, SshConn] = {}
-        self._ssh_down_since: dict[str, float] = {}
-        self._beats: dict[str, tuple[str | None, float]] = {}
-        self._latest: dict[str, VastHandle] = {}
-        self._pulled_to: dict[str, Path] = {}  # where this process last pulled each run
-        self._cursor: dict[str, int] = {}  # the log cursor last handed out, per run
-        self._rows: dict[int, tuple[float, dict[str, Any] | None]] = {}
-        self._tails: dict[str, LogTail] = {}  # job.log bytes streamed since the last pull
-        self._stopped_early: set[str] = set()  # cancelled before the agent was started
+        self._links: dict[int, _Link] = {}  # instance id -> connection (a cache)
+        self._rows: dict[int, tuple[float, VastInstance | None]] = {}  # a read-through cache
 
-    def _row(self, iid: int) -> dict[str, Any] | None:
+    @property
+    def client(self) -> VastClient:
+        if self._client is None:
+            self._client = VastClient()
+        return self._client
+
+    def _row(self, iid: int) -> VastInstance | None:
         """The instance's row, read at most once per ROW_TTL_S: advance() and status() of
         one poll share it, which halves the API calls a run makes (Vast rate-limits)."""
         now = time.monotonic()
@@ -100,21 +120,25 @@ class VastTarget(Target):
         self._rows[iid] = (now, row)
         return row
 
-    def _h(self, handle: RunHandle) -> VastHandle:
-        """The handle's data, or what advance() made of it since, if further along.
+    def _link(self, h: VastHandle, row: VastInstance) -> _Link:
+        addr = row.ssh_address()
+        if addr is None:
+            raise TargetError("the instance runs but shows no ssh address yet")
+        link = self._links.get(h.instance_id)
+        if link is None or (link.conn.host, link.conn.port) != addr:
+            if link is not None:
+                link.conn.close()
+            key_path, _pub = ensure_key(self.home)
+            pinned = link.conn.host_key if link is not None else h.host_key
+            link = self._links[h.instance_id] = _Link(
+                SshConn(addr[0], addr[1], key_path, host_key=pinned)
+            )
+        return link
 
-        NOTE: the orchestrator's supervise() ends a run (final pull, cleanup) with the handle
-        it started from, not the one advance() returned; without this the final pull would
-        think the agent never started, or read a pre-empted instance instead of its successor.
-        """
-        mine = self._latest.get(handle.run_id)
-        return mine if mine is not None else VastHandle.model_validate(handle.data)
-
-    @property
-    def client(self) -> VastClient:
-        if self._client is None:
-            self._client = VastClient()
-        return self._client
+    def _drop_link(self, iid: int) -> None:
+        link = self._links.pop(iid, None)
+        if link is not None:
+            link.conn.close()
 
     @classmethod
     def check(cls) -> CheckResult:
@@ -126,116 +150,41 @@ class VastTarget(Target):
 
     # ---- prepare / submit -------------------------------------------------------------------
 
-    def prepare(self, spec: Any, run_id: str, workdir: Path) -> Prepared:
+    def prepare(self, spec: JobSpec, run_id: str, workdir: Path) -> VastPrepared:
         _ = self.client  # no API key: say so before building anything
-        return prepare_vast(spec, run_id, self.home, self.notify)
+        prepared = prepare_vast(spec, run_id, self.home, self.notify)
+        return prepared.model_copy(update={"max_attempts": DEFAULT_ATTEMPTS})
 
-    def submit(self, prepared: Prepared, ledger: Ledger) -> RunHandle:
-        h = self._rent_one(first_handle(prepared, LABEL_PREFIX), ledger)
-        return self._run_handle(prepared.run_id, h)
+    def submit(
+        self,
+        prepared: VastPrepared,
+        ledger: Ledger,
+        attempt: AttemptSpec,
+        previous: VastHandle | None,
+    ) -> VastHandle:
+        tried = previous.tried if previous is not None else []
+        return rent(self.client, self.home, prepared, attempt, tried, ledger, self.notify)
 
-    def _rent_one(self, h: VastHandle, ledger: Ledger) -> VastHandle:
-        return rent(self.client, self.home, h, ledger, self.notify)
-
-    def _run_handle(self, run_id: str, h: VastHandle) -> RunHandle:
-        return run_handle(self.name, run_id, h)
-
-    def _resume_elsewhere(
-        self, handle: RunHandle, h: VastHandle, row: Mapping[str, Any], ledger: Ledger
-    ) -> RunHandle:
-        """Pre-empted mid-run: continue on another offer from the newest pulled checkpoint.
-
-        The pulled outputs go up with the checkpoints, metrics.jsonl as it was when the newest
-        pulled checkpoint was written; the old instance's log, completed with what was streamed
-        after the last pull, is kept beside the new one as logs/job.<instance>.log (moves.py).
-        """
-        h = next_attempt(
-            h,
-            self._pulled_to.get(handle.run_id),
-            self._tails.pop(handle.run_id, None),
-            self._cursor.get(handle.run_id, h.log_base),
-            self.notify,
-        )
-        self.notify(
-            f"instance {h.instance_id} was pre-empted ({row.get('status_msg') or 'outbid'}); "
-            + (f"resuming from {h.resume_from}" if h.resume_from else "restarting")
-        )
-        return self._replace(handle, h, row, ledger)
-
-    def _replace(
-        self, handle: RunHandle, h: VastHandle, row: Mapping[str, Any], ledger: Ledger
-    ) -> RunHandle:
-        """The instance died (before the job started, or pre-empted): destroy it, rent anew.
-
-        Destroy first and only then create: a replacement made before the old one is surely
-        gone could leave two paid instances for one run.
-        """
-        if not h.started:
-            self.notify(
-                f"instance {h.instance_id} is {row.get('actual_status')} before the job started "
-                f"({row.get('status_msg') or 'no message'}): destroying it, trying the next offer"
-            )
-            h = h.model_copy(update={"replacements": h.replacements + 1})
-        conn = self._conns.pop(handle.run_id, None)
-        if conn is not None:
-            conn.close()
-        self.client.destroy_instance(h.instance_id)
-        destroy_labelled(self.client, h.label)
-        if h.attempts and h.attempts[-1].end is None:  # its bill stops here
-            ended = h.attempts[-1].model_copy(update={"end": time.time()})
-            h = h.model_copy(update={"attempts": [*h.attempts[:-1], ended]})
-        fresh = VastHandle.model_validate(
-            h.model_dump(exclude={"host_key", "key_attached", "uploaded", "started"})
-        )
-        fresh = self._rent_one(fresh, ledger)
-        self._latest[handle.run_id] = fresh
-        return self._run_handle(handle.run_id, fresh)
+    def describe(self, handle: VastHandle) -> str:
+        return f"instance {handle.instance_id} (offer {handle.offer_id}, {handle.gpu})"
 
     # ---- after provisioning -----------------------------------------------------------------
 
-    def _conn(self, run_id: str, h: VastHandle, row: Mapping[str, Any]) -> SshConn:
-        addr = ssh_address(row)
-        if addr is None:
-            raise TargetError("the instance runs but shows no ssh address yet")
-        conn = self._conns.get(run_id)
-        if conn is None or (conn.host, conn.port) != addr:
-            if conn is not None:
-                conn.close()
-            key_path, _pub = ensure_key(self.home)
-            pinned = conn.host_key if conn is not None else h.host_key
-            conn = SshConn(addr[0], addr[1], key_path, host_key=pinned)
-            self._conns[run_id] = conn
-        return conn
-
-    def advance(self, handle: RunHandle, ledger: Ledger) -> RunHandle | None:
-        h = self._h(handle)
-        if handle.run_id in self._stopped_early:
-            return None  # asked to stop before the job started: never start it
+    def advance(
+        self, prepared: VastPrepared, handle: VastHandle, ledger: Ledger
+    ) -> VastHandle | None:
+        h = handle
         if h.started:
-            if h.preemptions >= MAX_PREEMPTIONS:
-                return None
-            row = self._row(h.instance_id)
-            if row is None or not preempted(row):
-                return None
-            return self._resume_elsewhere(handle, h, row, ledger)
+            return None
         row = self._row(h.instance_id)
-        if (
-            row is not None
-            and row.get("actual_status") in DEAD
-            and h.replacements < MAX_REPLACEMENTS
-        ):
-            return self._replace(handle, h, row, ledger)
-        if row is None or row.get("actual_status") != "running":
+        if row is None or row.actual_status != "running":
             return None
         if not h.key_attached:
             _key_path, public = ensure_key(self.home)
             self.client.attach_ssh_key(h.instance_id, public)
-            h.key_attached = True
-            h = with_real_price(h, row)
-            self._latest[handle.run_id] = h
-            return self._run_handle(handle.run_id, h)
+            return with_real_price(h, row).model_copy(update={"key_attached": True})
         try:
-            conn = self._conn(handle.run_id, h, row)
+            conn = self._link(h, row).conn
             conn.connect()
         except HostKeyChangedError:
             raise
@@ -245,112 +194,94 @@ class VastTarget(Target):
         except Exception as e:  # noqa: BLE001 - paramiko's auth/banner errors while sshd starts
             self.notify(f"waiting for ssh on instance {h.instance_id}: {e}")
             return None
-        h.host_key = conn.host_key
+        h = h.model_copy(update={"host_key": conn.host_key})
         try:  # each step is idempotent: a failed one is simply done again next poll
             if not h.uploaded:
-                upload(conn, h, self.notify)
-                h.uploaded = True
-            else:
-                start_agent(conn, h)
-                h.started = True
+                upload(conn, prepared, h, self.notify)
+                return h.model_copy(update={"uploaded": True})
+            start_agent(conn, prepared, h)
+            return h.model_copy(update={"started": True})
         except SshUnreachableError as e:
             self.notify(f"instance {h.instance_id}: {e.message}; trying again")
-            self._latest[handle.run_id] = h
-            return handle.model_copy(update={"data": h.model_dump()})
-        self._latest[handle.run_id] = h
-        return handle.model_copy(update={"data": h.model_dump()})
+            return h
 
     # ---- watch ------------------------------------------------------------------------------
 
-    def status(self, handle: RunHandle) -> TS:
-        h = self._h(handle)
-        if handle.run_id in self._stopped_early:
-            return TS(phase=Phase.STOPPED, stop_reason="control", message="stopped before start")
+    def status(self, handle: VastHandle) -> TS:
+        h = handle
         row = self._row(h.instance_id)
         if row is None:
             return TS(phase=Phase.LOST, message=f"instance {h.instance_id} is gone")
-        actual, intended = row.get("actual_status"), row.get("intended_status")
+        actual = row.actual_status
         machine = NATIVE_STATUS.get(actual)
         if machine is None:
             self.notify(f"unknown Vast status {actual!r}; treating it as provisioning")
             machine = Phase.PROVISIONING
-        if machine is Phase.LOST:
-            why = "pre-empted (outbid)" if intended == "running" and actual == "stopped" else ""
-            if h.started and h.preemptions >= MAX_PREEMPTIONS:
-                why += f"; moved {h.preemptions} times already, the limit"
-            msg = f"instance {h.instance_id} is {actual}{', ' + why.lstrip('; ') if why else ''}"
-            return TS(phase=Phase.LOST, message=f"{msg}: {row.get('status_msg') or ''}".strip())
+        if machine is Phase.PREEMPTED:
+            outbid = row.intended_status == "running" and actual == "stopped"
+            why = "pre-empted (outbid)" if outbid else f"{actual}"
+            when = "" if h.started else " before the job started"
+            return TS(
+                phase=Phase.PREEMPTED,
+                stop_reason="outbid" if outbid else "machine_lost",
+                message=f"instance {h.instance_id} is {why}{when}: {row.status_msg or ''}".strip(
+                    ": "
+                ),
+            )
         if machine is Phase.PROVISIONING:
-            return TS(phase=Phase.PROVISIONING, message=str(row.get("status_msg") or ""))
+            return TS(phase=Phase.PROVISIONING, message=row.status_msg or "")
         if not h.started:
             return TS(phase=Phase.STARTING if h.uploaded else Phase.UPLOADING)
         try:
-            conn = self._conn(handle.run_id, h, row)
-            st = agent_status(conn, h)
-            alive = self._heartbeat_ok(handle.run_id, st) or agent_alive(conn, h)
+            link = self._link(h, row)
+            st = agent_status(link.conn, h)
+            alive = link.heartbeat_ok(st) or agent_alive(link.conn, h)
         except HostKeyChangedError:
             raise
         except TargetError as e:
-            since = self._ssh_down_since.setdefault(handle.run_id, time.monotonic())
-            if time.monotonic() - since > SSH_LOST_AFTER_S:
-                return TS(phase=Phase.LOST, message=f"no ssh for {SSH_LOST_AFTER_S:g}s: {e}")
+            link = self._links.get(h.instance_id)
+            if link is not None:
+                link.down_since = link.down_since or time.monotonic()
+                if time.monotonic() - link.down_since > SSH_LOST_AFTER_S:
+                    return TS(phase=Phase.LOST, message=f"no ssh for {SSH_LOST_AFTER_S:g}s: {e}")
             return TS(phase=Phase.RUNNING, message=f"ssh unreachable, retrying: {e.message}")
-        self._ssh_down_since.pop(handle.run_id, None)
+        link.down_since = None
         return agent_phase(st, alive)
 
-    def _heartbeat_ok(self, run_id: str, st: Mapping[str, Any]) -> bool:
-        """Has the heartbeat moved within AGENT_SILENT_S? (Local clock only: no skew.)"""
-        beat = cast("str | None", st.get("heartbeat_at"))
-        seen, since = self._beats.get(run_id, (None, 0.0))
-        now = time.monotonic()
-        if beat != seen or st.get("phase") == "exited":
-            self._beats[run_id] = (beat, now)
-            return True
-        return now - since < AGENT_SILENT_S
-
-    def read_logs(self, handle: RunHandle, cursor: int) -> tuple[list[LogLine], int]:
-        h = self._h(handle)
-        conn = self._conns.get(handle.run_id)
-        if not h.started or conn is None:
+    def read_logs(self, handle: VastHandle, cursor: int) -> tuple[list[LogLine], int]:
+        h = handle
+        link = self._links.get(h.instance_id)
+        if not h.started or link is None:
             return [], cursor
         try:
-            # a resumed run's log starts again at 0 on its new instance
-            chunk = conn.read_from(f"{h.root}/{agent_mod.LOG_FILE}", max(0, cursor - h.log_base))
+            chunk = link.conn.read_from(f"{h.root}/{agent_mod.LOG_FILE}", cursor)
         except TargetError:
             return [], cursor  # read again after the reconnect: the cursor did not move
         if not chunk:
             return [], cursor
         lines, used = parse_log_chunk(chunk)
-        self._tails.setdefault(handle.run_id, LogTail()).add(cursor - h.log_base, chunk[:used])
-        self._cursor[handle.run_id] = cursor + used
         return lines, cursor + used
 
-    def pull(self, handle: RunHandle, dest: Path) -> PullResult:
-        h = self._h(handle)
-        self._pulled_to[handle.run_id] = dest
-        empty = PullResult(copied=[], skipped_unchanged=0, bytes_copied=0, changed_during_copy=[])
+    def pull(self, handle: VastHandle, dest: Path) -> PullResult:
+        h = handle
         if not h.started:
-            return empty
+            return PullResult()
         row = self._row(h.instance_id)
-        if row is None or row.get("actual_status") != "running":
+        if row is None or row.actual_status != "running":
             self.notify(f"instance {h.instance_id} is not running: nothing more to pull")
-            return empty
-        conn = self._conn(handle.run_id, h, row)
+            return PullResult()
+        link = self._link(h, row)
         for attempt in range(3):
             try:
-                result = pull_workspace(conn, h, dest)
-                log = dest / agent_mod.LOG_FILE
-                if handle.run_id in self._tails and log.is_file():
-                    self._tails[handle.run_id].pulled(log.stat().st_size)
-                return result
+                return pull_workspace(link.conn, h, dest)
             except (*TRANSIENT, SshUnreachableError) as e:  # what was installed stays
-                conn.close()
+                link.conn.close()
                 self._rows.pop(h.instance_id, None)
                 now = self._row(h.instance_id)
-                if now is None or now.get("actual_status") != "running":
-                    # pre-empted or gone while we pulled: the next advance() deals with it
+                if now is None or now.actual_status != "running":
+                    # pre-empted or gone while we pulled: status() says so next
                     self.notify(f"instance {h.instance_id} stopped answering: pull skipped")
-                    return empty
+                    return PullResult()
                 if attempt == 2:
                     raise TargetError(f"pull from instance {h.instance_id} failed: {e}") from e
                 time.sleep(1.0 + attempt)
@@ -358,34 +289,30 @@ class VastTarget(Target):
 
     # ---- stop / free ------------------------------------------------------------------------
 
-    def _signal(self, handle: RunHandle, sig: str, control: bool) -> None:
-        h = self._h(handle)
-        if not h.started:
+    def _signal(self, handle: VastHandle, sig: str, control: bool) -> None:
+        h = handle
+        if not h.started:  # nothing runs yet; the orchestrator never starts it now
             return
         try:
             row = self._row(h.instance_id)
-            if row is None or row.get("actual_status") != "running":
+            if row is None or row.actual_status != "running":
                 return
-            signal_agent(self._conn(handle.run_id, h, row), h, sig, control)
+            signal_agent(self._link(h, row).conn, h, sig, control)
         except TargetError as e:
             self.notify(f"could not signal the agent on instance {h.instance_id}: {e.message}")
 
-    def cancel(self, handle: RunHandle) -> None:
-        if not self._h(handle).started:  # nothing runs yet to checkpoint: just never start it
-            self._stopped_early.add(handle.run_id)
+    def cancel(self, handle: VastHandle) -> None:
         self._signal(handle, "TERM", control=True)
 
-    def kill(self, handle: RunHandle) -> None:
+    def kill(self, handle: VastHandle) -> None:
         self._signal(handle, "KILL", control=False)
 
-    def cleanup(self, handle: RunHandle, *, keep_data: bool = False) -> None:
+    def cleanup(self, handle: VastHandle, *, keep_data: bool = False) -> None:
         # keep_data cannot keep anything here: a stopped instance still bills its disk
-        h = self._h(handle)
-        conn = self._conns.pop(handle.run_id, None)
-        if conn is not None:
-            conn.close()
-        self.client.destroy_instance(h.instance_id)
-        destroy_labelled(self.client, h.label)
+        self._drop_link(handle.instance_id)
+        self.client.destroy_instance(handle.instance_id)
+        destroy_labelled(self.client, handle.label)
+        self._rows.pop(handle.instance_id, None)
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         if native_id.isdigit():
@@ -404,12 +331,12 @@ class VastTarget(Target):
             return []
         found: list[tuple[str, str, str]] = []
         for r in rows:
-            run_id = ours(r.get("label"))
+            run_id = ours(r.label)
             if run_id is not None:
-                found.append((str(r["id"]), run_id, str(r.get("actual_status"))))
+                found.append((str(r.id), run_id, str(r.actual_status)))
         return found
 
-    def plan(self, spec: Any) -> Plan:
+    def plan(self, spec: JobSpec) -> Plan:
         from launcher.targets.vast.plan import plan_vast
 
         return plan_vast(self.client, spec)

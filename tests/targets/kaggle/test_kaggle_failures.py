@@ -160,10 +160,11 @@ def test_a_gpu_run_stopped_by_the_weekly_quota_keeps_its_checkpoint_and_says_why
         sim.set_quota(gpu_seconds=30 * 3600, gpu_used=0)
     assert proc.returncode == 6, proc.stdout + proc.stderr
     rec = record(project, kaggle_env)
-    assert (rec["status"], rec["failure_reason"]) == ("failed", "timed_out")
+    assert (rec["status"], rec["failure_reason"]) == ("failed", "no_capacity")
     assert "Your weekly GPU quota is used up" in rec["message"]
+    assert "could not start attempt 2: the weekly Kaggle quota is used up" in rec["message"]
     assert "--resume-from" in rec["message"]
-    assert "Kaggle NvidiaTeslaT4 quota used by this run" in proc.stderr
+    assert "Kaggle NvidiaTeslaT4 quota used by session 1" in proc.stderr
     # the quota it used is part of the record: the 5 s that were left, and not much more
     assert 0 < rec["usage"]["kaggle_quota_hours"] <= 20 / 3600
     run_dir = Path(rec["output_dir"])

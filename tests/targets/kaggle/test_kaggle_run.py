@@ -83,17 +83,20 @@ def test_a_job_longer_than_the_session_cap_finishes_across_two_chained_sessions(
     finally:
         sim.set_session_seconds(12 * 3600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "starting session 2 from it" in proc.stderr
+    assert "starting attempt 2 of 10 from checkpoint ckpt-epoch-" in proc.stderr, proc.stderr
     rec = record(project, kaggle_env)
     assert rec["status"] == "succeeded"
     run_dir = Path(rec["output_dir"])
     # every epoch exactly once: none lost at the cap, none repeated after the resume
     assert metrics_epochs(run_dir) == list(range(1, 17))
+    # each session's log: the first kept apart, the second as logs/job.log
+    first = (run_dir / "logs" / "job.attempt-1.log").read_text()
     log = (run_dir / "logs" / "job.log").read_text()
-    assert "attempt 1" in log and "attempt 2" in log
-    assert ("stop requested (time_limit" if cap == "ours" else "received SIGTERM") in log
+    assert "attempt 1" in first and "attempt 2" in log and "attempt 1" not in log
+    assert ("stop requested (time_limit" if cap == "ours" else "received SIGTERM") in first
     assert "resuming from" in log and "ckpt-epoch-" in log
+    assert [a["end"] for a in rec["attempts"]] == ["preempted", "succeeded"]
     pushes = [c for c in sim.calls[calls_before:] if c.endswith("/SaveKernel")]
     assert len(pushes) == 2
     assert kernels_of(sim) == []
-    assert sim.datasets.find(USER, f"launch-state-hello-{rec['id'].rsplit('-', 1)[1]}") is None
+    assert sim.datasets.find(USER, f"launch-state-hello-{rec['id'].rsplit('-', 1)[1]}-a2") is None

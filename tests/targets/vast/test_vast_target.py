@@ -1,12 +1,12 @@
 """`VastTarget` and its client in-process against the Vast emulator: faults and edge cases.
 
-The end-to-end runs through the CLI live in test_vast_run.py; here the target is driven step by
-step (advance + status, as the orchestrator does) so each fault lands at a known moment.
+The end-to-end runs through the CLI live in test_vast_run.py and the contract suite; here the
+target is driven step by step (advance + status, as the orchestrator does) so each fault lands
+at a known moment.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 
 from launcher.errors import TargetError, TargetUnavailableError
+from launcher.orchestrator import Orchestrator
 from launcher.sim.vast import VastSim
 from launcher.spec import load_spec
-from launcher.state import RunHandle
-from launcher.targets.base import Phase, TargetStatus
+from launcher.state import AttemptEnd, RunStatus
+from launcher.store import RunStore
+from launcher.targets.base import AttemptSpec, Phase, TargetStatus
 from launcher.targets.vast.client import VastClient
 from launcher.targets.vast.offers import offer_query
 from launcher.targets.vast.options import VastOptions
@@ -59,29 +61,29 @@ def target(vast_sim: VastSim, base_image: str, launch_home: Path) -> Iterator[Va
     assert not left, f"instances left behind: {[r['id'] for r in left]}"
 
 
-def _submit(target: VastTarget, base_image: str, tmp: Path, *overrides: str) -> RunHandle:
-    spec = _spec(f"targets.vast.image={base_image}", *overrides)
-    prepared = target.prepare(spec, f"t-{time.monotonic_ns()}", tmp)
-    ledger = _Ledger()
-    handle = target.submit(prepared, ledger)
-    assert ledger.intents == [("instance", f"launch-{prepared.run_id}")]
-    assert ledger.made == [str(handle.data["instance_id"])]
-    return handle
+class Run:
+    """A prepared job and its first attempt's handle, driven as the orchestrator would."""
 
+    def __init__(self, target: VastTarget, base_image: str, tmp: Path, *overrides: str) -> None:
+        spec = _spec(f"targets.vast.image={base_image}", *overrides)
+        self.prepared = target.prepare(spec, f"t-{time.monotonic_ns()}", tmp)
+        ledger = _Ledger()
+        self.handle = target.submit(self.prepared, ledger, AttemptSpec(), None)
+        assert ledger.intents == [("instance", f"launch-{self.prepared.run_id}")]
+        assert ledger.made == [str(self.handle.instance_id)]
+        self.target = target
 
-def _drive(
-    target: VastTarget, handle: RunHandle, until: set[Phase], timeout: float = 60
-) -> tuple[RunHandle, TargetStatus]:
-    """advance + status, as the orchestrator polls, until the phase is one of `until`."""
-    end = time.monotonic() + timeout
-    st = target.status(handle)
-    while time.monotonic() < end:
-        handle = target.advance(handle, _Ledger()) or handle
-        st = target.status(handle)
-        if st.phase in until:
-            return handle, st
-        time.sleep(0.2)
-    raise AssertionError(f"still {st.phase} after {timeout}s: {st.message}")
+    def drive(self, until: set[Phase], timeout: float = 60) -> TargetStatus:
+        """advance + status, as the orchestrator polls, until the phase is one of `until`."""
+        end = time.monotonic() + timeout
+        st = self.target.status(self.handle)
+        while time.monotonic() < end:
+            self.handle = self.target.advance(self.prepared, self.handle, _Ledger()) or self.handle
+            st = self.target.status(self.handle)
+            if st.phase in until:
+                return st
+            time.sleep(0.2)
+        raise AssertionError(f"still {st.phase} after {timeout}s: {st.message}")
 
 
 # ---- offers and the client ----------------------------------------------------------------------
@@ -154,10 +156,11 @@ def test_a_wrong_key_is_a_clear_error(vast_sim: VastSim) -> None:
 def test_a_changed_host_key_is_refused(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
 ) -> None:
-    handle = _submit(target, base_image, tmp_path, "run=sleep 30")
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    assert handle.data["host_key"].startswith("ssh-ed25519 ")
-    iid = handle.data["instance_id"]
+    run = Run(target, base_image, tmp_path, "run=sleep 30")
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    assert (handle.host_key or "").startswith("ssh-ed25519 ")
+    iid = handle.instance_id
     container = vast_sim.machine_handle(iid)
     assert container
     # the machine now answers with other host keys (a different machine, or a MITM)
@@ -174,31 +177,32 @@ def test_a_changed_host_key_is_refused(
     target.cleanup(handle)
 
 
-def test_preemption_mid_run_reads_as_lost_and_cleanup_frees_it(
+def test_preemption_mid_run_ends_the_attempt_and_cleanup_frees_it(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
 ) -> None:
-    handle = _submit(
+    run = Run(
         target, base_image, tmp_path, "run=python3 -m hello.train --epochs 60 --epoch-seconds 0.5"
     )
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    vast_sim.preempt(handle.data["instance_id"])
-    # status() alone (no advance(), which would move the job elsewhere) reads it as lost
-    vast_fixtures.wait_for("LOST", lambda: target.status(handle).phase is Phase.LOST, 10)
-    st = target.status(handle)
-    assert st.phase is Phase.LOST and "pre-empted" in st.message
-    target.cleanup(handle)
-    target.cleanup(handle)  # idempotent, silent when gone
-    assert vast_sim.instance(handle.data["instance_id"]) is None
+    run.drive({Phase.RUNNING})
+    vast_sim.preempt(run.handle.instance_id)
+    # the target only says so: the next attempt is the orchestrator's to start
+    st = run.drive({Phase.PREEMPTED}, timeout=10)
+    assert st.stop_reason == "outbid" and "pre-empted" in st.message
+    assert target.advance(run.prepared, run.handle, _Ledger()) is None  # it rents nothing
+    target.cleanup(run.handle)
+    target.cleanup(run.handle)  # idempotent, silent when gone
+    assert vast_sim.instance(run.handle.instance_id) is None
 
 
 def test_ssh_drop_mid_log_loses_and_doubles_no_line(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
 ) -> None:
-    handle = _submit(
+    run = Run(
         target, base_image, tmp_path, "run=python3 -m hello.train --epochs 8 --epoch-seconds 0.5"
     )
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    iid = handle.data["instance_id"]
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    iid = handle.instance_id
     lines: list[str] = []
     cursor = 0
     dropped = False
@@ -224,38 +228,48 @@ def test_ssh_drop_mid_log_loses_and_doubles_no_line(
 
 
 def test_an_instance_that_dies_before_the_job_starts_is_replaced_never_doubled(
-    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
+    vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
 ) -> None:
-    handle = _submit(target, base_image, tmp_path)
-    first = handle.data["instance_id"]
-    # its container dies before the job starts: actual_status "exited". (Wait for the machine
-    # first: the emulator's exit() before boot holds the instance lock that boot needs.)
-    vast_fixtures.wait_for("a machine", lambda: vast_sim.machine_handle(first), 30)
-    vast_sim.exit(first)
-    seen: set[int] = set()
-    end = time.monotonic() + 60
-    st = TargetStatus(phase=Phase.PROVISIONING)
-    while time.monotonic() < end and not st.finished:
-        handle = target.advance(handle, _Ledger()) or handle  # before status, as polled
-        live = [r["id"] for r in vast_sim.instances()]
-        assert len(live) <= 1, f"two instances for one run: {live}"
-        seen.update(live)
-        st = target.status(handle)
-        time.sleep(0.2)
-    assert st.phase is Phase.DONE, st
-    assert handle.data["instance_id"] != first and handle.data["replacements"] == 1
-    assert vast_sim.instance(first) is None
-    assert handle.data["offer_id"] in handle.data["tried"] and len(handle.data["tried"]) == 2
-    target.cleanup(handle)
+    """Through the orchestrator: the dead instance ends attempt 1, is destroyed, and only then
+    is another offer (not the same one) rented for attempt 2."""
+    client = VastClient(vast_sim.url, KEY, sleep=lambda _s: None)
+    target = VastTarget(launch_home, client=client)
+    seen: list[list[int]] = []
+    submit = target.submit
+
+    def watched_submit(prepared: Any, ledger: Any, attempt: Any, previous: Any) -> Any:
+        seen.append([r["id"] for r in vast_sim.instances()])  # what is billed as we rent
+        handle = submit(prepared, ledger, attempt, previous)
+        if attempt.number == 1:  # its container dies before the job starts
+            vast_fixtures.wait_for(
+                "a machine", lambda: vast_sim.machine_handle(handle.instance_id), 30
+            )
+            vast_sim.exit(handle.instance_id)
+        return handle
+
+    target.submit = watched_submit  # type: ignore[method-assign]
+    orch = Orchestrator(RunStore(launch_home), target, poll_s=0.2)
+    spec = _spec(f"targets.vast.image={base_image}")
+    orch.start(spec, output_dir=tmp_path / "out", run_id="dies-early")
+    rec = orch.supervise("dies-early")
+    assert rec.status is RunStatus.SUCCEEDED, rec.message
+    assert seen == [[], []], "attempt 2 was rented while attempt 1's instance still existed"
+    first, second = rec.attempts
+    assert first.end is AttemptEnd.PREEMPTED and "before the job started" in first.message
+    assert second.end is AttemptEnd.SUCCEEDED
+    offer = lambda w: w.split("offer ")[1].split(",")[0]  # noqa: E731
+    assert offer(first.where) != offer(second.where)
+    assert vast_sim.instances() == []
 
 
 def test_cancel_stops_the_job_with_a_checkpoint_and_pulls_are_incremental(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
 ) -> None:
-    handle = _submit(
+    run = Run(
         target, base_image, tmp_path, "run=python3 -m hello.train --epochs 60 --epoch-seconds 0.3"
     )
-    handle, st = _drive(target, handle, {Phase.RUNNING})
+    run.drive({Phase.RUNNING})
+    handle = run.handle
     dest = tmp_path / "out"
     end = time.monotonic() + 60
     while not target.pull(handle, dest).copied or not any((dest / "checkpoints").glob("*")):
@@ -263,7 +277,7 @@ def test_cancel_stops_the_job_with_a_checkpoint_and_pulls_are_incremental(
         time.sleep(0.5)
     target.cancel(handle)
     target.cancel(handle)  # idempotent
-    handle, st = _drive(target, handle, {Phase.STOPPED, Phase.DONE, Phase.FAILED, Phase.LOST})
+    st = run.drive({Phase.STOPPED, Phase.DONE, Phase.FAILED, Phase.LOST})
     assert st.phase is Phase.STOPPED and st.stop_reason in ("signal", "control"), st
     first = target.pull(handle, dest)
     assert first.copied  # the final checkpoint and log
@@ -277,6 +291,7 @@ def test_gc_destroys_a_labelled_instance_no_run_knows(
     vast_sim: VastSim, base_image: str, launch_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from launcher import api
+    from launcher.gc import apply_gc, plan_gc
 
     monkeypatch.setenv("LAUNCH_VAST_URL", vast_sim.url)
     monkeypatch.setenv("VAST_API_KEY", KEY)
@@ -287,115 +302,12 @@ def test_gc_destroys_a_labelled_instance_no_run_knows(
         for i in (iid, other):  # booted (a destroy mid-boot races in the emulator's docker)
             vast_fixtures.wait_status(vast_sim, i, "running")
         session = api.Session(home=launch_home)
-        actions = api.plan_gc(session, ["vast"])
+        actions = plan_gc(session, ["vast"])
         assert [(a.kind, a.native_id) for a in actions] == [("remove-stray", str(iid))]
-        api.apply_gc(session, actions)
+        apply_gc(session, actions)
         assert vast_sim.instance(iid) is None and vast_sim.instance(other) is not None
     finally:
         made.destroy_all()
-
-
-def test_preempted_mid_run_resumes_on_another_offer_from_the_pulled_checkpoint(
-    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
-) -> None:
-    import json
-
-    n = 16
-    handle = _submit(
-        target,
-        base_image,
-        tmp_path,
-        f"run=python3 -m hello.train --epochs {n} --epoch-seconds 0.3",
-    )
-    handle, st = _drive(target, handle, {Phase.RUNNING})
-    first = handle.data["instance_id"]
-    dest = tmp_path / "out"
-    cursor = 0
-    texts: list[str] = []
-    end = time.monotonic() + 60
-    while len(list((dest / "checkpoints").glob("*"))) < 2:
-        assert time.monotonic() < end, "no checkpoint pulled"
-        got, cursor = target.read_logs(handle, cursor)
-        texts += [ln.text for ln in got]
-        target.pull(handle, dest)
-        time.sleep(0.3)
-    vast_sim.preempt(first)
-    streamed_before = {int(t.split()[1].split("/")[0]) for t in texts if t.startswith("epoch ")}
-    end = time.monotonic() + 120
-    while True:  # as the orchestrator polls: advance, status, logs, periodic pull
-        assert time.monotonic() < end, st
-        handle = target.advance(handle, _Ledger()) or handle
-        assert len(vast_sim.instances()) <= 1, "two instances for one run"
-        st = target.status(handle)
-        got, cursor = target.read_logs(handle, cursor)
-        texts += [ln.text for ln in got]
-        if st.finished:
-            break
-        target.pull(handle, dest)
-        time.sleep(0.3)
-    assert st.phase is Phase.DONE, st
-    assert handle.data["instance_id"] != first and handle.data["preemptions"] == 1
-    assert vast_sim.instance(first) is None
-    target.pull(handle, dest)
-    assert any(t.startswith("resuming from") or "resum" in t for t in texts), texts
-    summary = json.loads((dest / "outputs" / "summary.json").read_text())
-    assert summary["epochs_done"] == n
-    # every epoch ran once and its line reached us: streamed live, or (for lines printed on the
-    # pre-empted machine after the last read) in that attempt's kept log
-    streamed = {int(t.split()[1].split("/")[0]) for t in texts if t.startswith("epoch ")}
-    kept_log = (dest / "logs" / f"job.{first}.log").read_text()
-    kept = {int(m) for m in re.findall(r" epoch (\d+)/\d+ ", kept_log)}
-    assert streamed | kept == set(range(1, n + 1)), (sorted(streamed), sorted(kept))
-    # every line streamed from the pre-empted machine is in its kept log, pulled or not
-    assert streamed_before <= kept, (sorted(streamed_before), sorted(kept))
-    # metrics.jsonl went back up as it was at the newest pulled checkpoint (the agent's
-    # snapshot), so the resumed run wrote each epoch's line exactly once
-    metrics = [
-        json.loads(x)["epoch"]
-        for x in (dest / "outputs" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert metrics == list(range(1, n + 1)), metrics
-    # cost per attempt: the first instance's bill ended at the move, the second's runs on
-    first_try, second_try = handle.data["attempts"]
-    assert first_try["instance_id"] == first and first_try["end"] is not None
-    assert second_try["instance_id"] == handle.data["instance_id"] and second_try["end"] is None
-    assert handle.spent_usd > 0 and handle.billed_since is not None
-    assert (dest / "logs" / f"job.{first}.log").is_file()  # the first attempt's log is kept
-    target.cleanup(handle)
-
-
-def test_a_run_stopped_before_its_job_started_never_starts_it(
-    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path
-) -> None:
-    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
-    target.cancel(handle)  # e.g. max_cost_usd reached while the instance was still loading
-    for _ in range(10):  # as the orchestrator keeps polling
-        assert target.advance(handle, _Ledger()) is None
-        st = target.status(handle)
-        assert st.phase is Phase.STOPPED and st.stop_reason == "control", st
-        time.sleep(0.1)
-    assert target.pull(handle, tmp_path / "out").copied == []
-    target.cleanup(handle)
-    assert vast_sim.instance(handle.data["instance_id"]) is None
-
-
-def test_pre_emptions_past_the_retry_limit_end_the_run_as_lost(
-    target: VastTarget,
-    vast_sim: VastSim,
-    base_image: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import launcher.targets.vast.target as target_mod
-
-    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    monkeypatch.setattr(target_mod, "MAX_PREEMPTIONS", 0)  # no move left
-    vast_sim.preempt(handle.data["instance_id"])
-    handle, st = _drive(target, handle, {Phase.LOST}, timeout=20)
-    assert "the limit" in st.message and handle.data["preemptions"] == 0
-    assert len(vast_sim.instances()) == 1  # nothing rented in its place
-    target.cleanup(handle)
 
 
 def test_an_interruptible_run_records_the_price_it_really_pays(
@@ -403,15 +315,14 @@ def test_an_interruptible_run_records_the_price_it_really_pays(
 ) -> None:
     spec = _spec("targets.vast.interruptible=true")
     [planned, *_] = target.plan(spec).options
-    handle = _submit(
-        target, base_image, tmp_path, "targets.vast.interruptible=true", "run=sleep 30"
-    )
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    row = vast_sim.instance(handle.data["instance_id"])
+    run = Run(target, base_image, tmp_path, "targets.vast.interruptible=true", "run=sleep 30")
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    row = vast_sim.instance(handle.instance_id)
     assert row is not None and row["is_bid"]
     # the bid (5% over the floor the search showed) plus storage, as the instance bills it
     assert float(handle.price_per_hour or 0) == pytest.approx(row["dph_total"])
-    assert handle.data["attempts"][-1]["dph_total"] == pytest.approx(row["dph_total"])
-    assert planned.name == str(handle.data["offer_id"])
+    assert handle.dph_total == pytest.approx(row["dph_total"])
+    assert planned.name == str(handle.offer_id)
     assert planned.price_per_hour == pytest.approx(row["dph_total"], abs=1e-4)
     target.cleanup(handle)

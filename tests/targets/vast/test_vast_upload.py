@@ -10,13 +10,13 @@ from pathlib import Path
 from launcher.sim.vast import VastSim
 from launcher.sync import pull_tree, push_tree, sha256_file, tree_files
 from launcher.targets.base import Phase
-from launcher.targets.vast.lifecycle import ssh_address
+from launcher.targets.vast.client import VastInstance
 from launcher.targets.vast.sftp import SftpDest, SftpTree
 from launcher.targets.vast.ssh import SshConn, ensure_key
 from launcher.targets.vast.target import VastTarget
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import Instances
-from tests.targets.vast.test_vast_target import _drive, _submit, target
+from tests.targets.vast.test_vast_target import Run, target
 
 vast_sim = vast_fixtures.vast_sim
 instances = vast_fixtures.instances
@@ -26,13 +26,14 @@ __all__ = ["target"]  # the fixture, imported for pytest
 def test_reupload_after_one_changed_file_sends_only_that_file(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
 ) -> None:
-    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    row = vast_sim.instance(handle.data["instance_id"])
+    run = Run(target, base_image, tmp_path, "run=sleep 60")
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    row = vast_sim.instance(handle.instance_id)
     assert row is not None
-    addr = ssh_address(row)
+    addr = VastInstance.model_validate(row).ssh_address()
     assert addr is not None
-    conn = SshConn(*addr, ensure_key(launch_home)[0], host_key=handle.data["host_key"])
+    conn = SshConn(*addr, ensure_key(launch_home)[0], host_key=handle.host_key)
     try:
         local = tmp_path / "workload"
         for i in range(100):  # 100 files, 20 MB
@@ -84,7 +85,7 @@ def test_job_inputs_are_uploaded_to_the_input_dir(
     (data / ".meta").write_text("dotfiles are data too\n")
     single = tmp_path / "labels.csv"
     single.write_text("x,y\n")
-    handle = _submit(
+    run = Run(
         target,
         base_image,
         tmp_path,
@@ -93,7 +94,8 @@ def test_job_inputs_are_uploaded_to_the_input_dir(
         '"$LAUNCH_INPUT_DIR/meta/labels.csv" "$LAUNCH_INPUT_DIR/corpus/.meta" '
         '> "$LAUNCH_OUTPUT_DIR/seen.txt"\'',
     )
-    handle, st = _drive(target, handle, {Phase.DONE, Phase.FAILED, Phase.LOST})
+    st = run.drive({Phase.DONE, Phase.FAILED, Phase.LOST})
+    handle = run.handle
     assert st.phase is Phase.DONE, st
     out = tmp_path / "out"
     target.pull(handle, out)
@@ -121,15 +123,16 @@ def test_big_pulls_survive_re_keying(
     server; a server that re-keys often must not break a pull."""
     from launcher.sim.vast.machines import SSHD_FLAGS
 
-    handle = _submit(target, base_image, tmp_path, "run=sleep 60")
-    handle, _st = _drive(target, handle, {Phase.RUNNING})
-    iid = handle.data["instance_id"]
+    run = Run(target, base_image, tmp_path, "run=sleep 60")
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    iid = handle.instance_id
     row = vast_sim.instance(iid)
     assert row is not None
-    addr = ssh_address(row)
+    addr = VastInstance.model_validate(row).ssh_address()
     assert addr is not None
     key = ensure_key(launch_home)[0]
-    conn = SshConn(*addr, key, host_key=handle.data["host_key"])
+    conn = SshConn(*addr, key, host_key=handle.host_key)
     try:
         transport = conn.connect().get_transport()
         assert transport is not None and transport.packetizer.REKEY_BYTES >= 1 << 60
@@ -143,7 +146,7 @@ def test_big_pulls_survive_re_keying(
         assert container
         restart = f"mkdir -p /run/sshd && /usr/sbin/sshd {SSHD_FLAGS} -o RekeyLimit=8M"
         subprocess.run(["docker", "exec", container, "sh", "-c", restart], check=True)
-        conn = SshConn(*addr, key, host_key=handle.data["host_key"])
+        conn = SshConn(*addr, key, host_key=handle.host_key)
         got = pull_tree(SftpTree(conn, "/workspace/rnd"), tmp_path / "rnd")
         assert got.copied == ["r.bin"]
         theirs = conn.check("sha256sum /workspace/rnd/r.bin").split()[0]

@@ -1,8 +1,12 @@
 """The run store: SQLite under $LAUNCH_HOME.
 
-Three tables: `runs` (one row per run, the record as JSON columns), `events` (one row per status
-change, with its time) and `resources` (billed or long-lived things, written as INTENT before they
-are created so `launch gc` can always find what a dead launcher left behind).
+Four tables: `runs` (one row per run, the record as JSON columns), `events` (one row per status
+change, with its time), `attempts` (one row per attempt: where it ran, why it ended, what it cost)
+and `resources` (billed or long-lived things, written as INTENT before they are created so
+`launch gc` can always find what a dead launcher left behind).
+
+A stop request is a column of the run (`request_stop`): whichever process asks, the launcher that
+drives the run reads it on its next poll.
 
 Status changes are compare-and-set: `transition(run_id, expected=..., new=...)` only succeeds when
 the row still has the expected status and the state machine allows the move. Two launchers racing
@@ -12,129 +16,32 @@ on one run (the supervisor and a `launch cancel`) cannot both win.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Generator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from launcher.errors import InvalidTransitionError, RunNotFoundError
 from launcher.state import (
     ALLOWED_TRANSITIONS,
     FailureReason,
-    ResourceRecord,
-    ResourceState,
     RunHandle,
+    RunPolicy,
     RunRecord,
     RunStatus,
     StatusEvent,
+    StopReason,
     utcnow,
 )
+from launcher.store.attempts import AttemptsMixin
+from launcher.store.db import SCHEMA_VERSION, default_home, iso
+from launcher.store.resources import ResourcesMixin
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    job TEXT NOT NULL,
-    target TEXT NOT NULL,
-    spec_digest TEXT NOT NULL,
-    spec_path TEXT NOT NULL DEFAULT '',
-    spec_json TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL,
-    failure_reason TEXT,
-    message TEXT NOT NULL DEFAULT '',
-    handle_json TEXT,
-    output_dir TEXT NOT NULL DEFAULT '',
-    parent_id TEXT,
-    supervisor_pid INTEGER,
-    supervisor_host TEXT NOT NULL DEFAULT '',
-    price_per_hour TEXT,
-    cost_usd TEXT,
-    usage_json TEXT NOT NULL DEFAULT '{}',
-    exit_code INTEGER,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    schema_version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    seq INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    at TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS resources (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    native_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    data_json TEXT NOT NULL DEFAULT '{}',
-    created_at TEXT NOT NULL,
-    released_at TEXT
-);
-CREATE INDEX IF NOT EXISTS resources_state ON resources(state);
-"""
+__all__ = ["RunStore", "default_home"]
 
 
-def default_home() -> Path:
-    """$LAUNCH_HOME, else the XDG data dir (~/.local/share/launch)."""
-    if home := os.environ.get("LAUNCH_HOME"):
-        return Path(home).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "launch"
-
-
-def _ts(dt: datetime) -> str:
-    return dt.isoformat()
-
-
-class RunStore:
+class RunStore(AttemptsMixin, ResourcesMixin):
     """A handle on the SQLite store. Cheap to create; one connection per instance."""
-
-    def __init__(self, home: Path | None = None) -> None:
-        self.home = home or default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.path = self.home / "runs.db"
-        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE) so a CAS read
-        # and its write cannot interleave with another process.
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Stores made by an older version gain the columns added since (never dropped)."""
-        have = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
-        if "usage_json" not in have:
-            try:
-                self._db.execute(
-                    "ALTER TABLE runs ADD COLUMN usage_json TEXT NOT NULL DEFAULT '{}'"
-                )
-            except sqlite3.OperationalError as e:  # another process added it first
-                if "duplicate column" not in str(e):
-                    raise
-
-    def close(self) -> None:
-        self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Generator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -149,13 +56,14 @@ class RunStore:
         spec: dict[str, Any],
         output_dir: str,
         parent_id: str | None = None,
+        policy: RunPolicy | None = None,
     ) -> RunRecord:
-        now = _ts(utcnow())
+        now = iso(utcnow())
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs (id, job, target, spec_digest, spec_path, spec_json, status,"
-                " output_dir, parent_id, created_at, updated_at, schema_version)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " output_dir, parent_id, created_at, updated_at, schema_version, policy_json)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     job,
@@ -169,6 +77,7 @@ class RunStore:
                     now,
                     now,
                     SCHEMA_VERSION,
+                    (policy or RunPolicy()).model_dump_json(),
                 ),
             )
             db.execute(
@@ -189,7 +98,7 @@ class RunStore:
     ) -> RunRecord:
         """Move a run from `expected` to `new`, atomically, or raise InvalidTransitionError."""
         allowed_from = (expected,) if isinstance(expected, RunStatus) else tuple(expected)
-        now = _ts(utcnow())
+        now = iso(utcnow())
         with self._tx() as db:
             row = db.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
@@ -228,7 +137,7 @@ class RunStore:
         return self.get(run_id)
 
     def update(self, run_id: str, **fields: Any) -> None:
-        """Set non-status columns (handle, supervisor, price, cost, message)."""
+        """Set non-status columns (handle, prepared, supervisor, price, cost, usage, message)."""
         cols: dict[str, Any] = {}
         for key, value in fields.items():
             if key == "handle":
@@ -239,9 +148,11 @@ class RunStore:
                 cols["usage_json"] = json.dumps(value, sort_keys=True)
             elif key in ("supervisor_pid", "supervisor_host", "message", "exit_code"):
                 cols[key] = value
+            elif key == "prepared":
+                cols["prepared_json"] = value.model_dump_json() if value is not None else None
             else:
                 raise ValueError(f"RunStore.update: unknown field {key}")
-        cols["updated_at"] = _ts(utcnow())
+        cols["updated_at"] = iso(utcnow())
         sets = ", ".join(f"{k}=?" for k in cols)
         with self._tx() as db:
             db.execute(f"UPDATE runs SET {sets} WHERE id=?", (*cols.values(), run_id))
@@ -281,6 +192,13 @@ class RunStore:
             raise RunNotFoundError(f"no run {run_id}")
         return json.loads(row["spec_json"])
 
+    def policy_of(self, run_id: str) -> RunPolicy:
+        return RunPolicy.model_validate_json(self._column(run_id, "policy_json") or "{}")
+
+    def prepared_of(self, run_id: str) -> str | None:
+        """The target's `Prepared` of the run, as JSON (the target re-reads it with its model)."""
+        return self._column(run_id, "prepared_json")
+
     def list_runs(self, *, limit: int = 50, statuses: Sequence[RunStatus] = ()) -> list[RunRecord]:
         sql = "SELECT * FROM runs"
         args: list[Any] = []
@@ -318,79 +236,9 @@ class RunStore:
             cost_usd=Decimal(row["cost_usd"]) if row["cost_usd"] else None,
             usage=json.loads(row["usage_json"] or "{}"),
             exit_code=row["exit_code"],
+            stop_reason=StopReason(row["stop_reason"]) if row["stop_reason"] else None,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             events=events,
+            attempts=self.attempts(row["id"]),
         )
-
-    # ---- resources --------------------------------------------------------------------------
-
-    def record_intent(
-        self, run_id: str, *, target: str, kind: str, native_id: str, data: dict[str, Any]
-    ) -> int:
-        """Write down a resource BEFORE creating it. Returns the resource id."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO resources (run_id, target, kind, native_id, state, data_json,"
-                " created_at) VALUES (?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    target,
-                    kind,
-                    native_id,
-                    ResourceState.INTENT.value,
-                    json.dumps(data),
-                    _ts(utcnow()),
-                ),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-    def mark_resource(
-        self,
-        resource_id: int,
-        state: ResourceState,
-        *,
-        native_id: str | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> None:
-        with self._tx() as db:
-            db.execute(
-                "UPDATE resources SET state=?, native_id=COALESCE(?, native_id),"
-                " data_json=COALESCE(?, data_json),"
-                " released_at=CASE WHEN ?='released' THEN ? ELSE released_at END WHERE id=?",
-                (
-                    state.value,
-                    native_id,
-                    json.dumps(data) if data is not None else None,
-                    state.value,
-                    _ts(utcnow()),
-                    resource_id,
-                ),
-            )
-
-    def resources(
-        self, *, run_id: str | None = None, unreleased_only: bool = False
-    ) -> list[ResourceRecord]:
-        sql = "SELECT * FROM resources WHERE 1=1"
-        args: list[Any] = []
-        if run_id is not None:
-            sql += " AND run_id=?"
-            args.append(run_id)
-        if unreleased_only:
-            sql += " AND state != 'released'"
-        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
-        return [
-            ResourceRecord(
-                id=r["id"],
-                run_id=r["run_id"],
-                target=r["target"],
-                kind=r["kind"],
-                native_id=r["native_id"],
-                state=ResourceState(r["state"]),
-                data=json.loads(r["data_json"]),
-                created_at=r["created_at"],
-                released_at=r["released_at"],
-            )
-            for r in rows
-        ]

@@ -1,0 +1,132 @@
+"""What carries a run from one attempt to the next (launcher/attempts.py), and what an
+attempt costs: real files, no platform needed."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from launcher import agent as agent_mod
+from launcher.attempts import (
+    StreamedLog,
+    attempt_logs,
+    has_checkpoint,
+    keep_attempt_log,
+    restore_metrics,
+    resume_sources,
+)
+from launcher.state import AttemptRecord
+from launcher.targets.base import LogLine
+from launcher.targets.vast.lifecycle import ours
+
+
+def _line(i: int) -> LogLine:
+    return LogLine(at=f"2026-12-02T10:00:{i:02d}.000Z", stream="out", text=f"line {i}")
+
+
+def _raw(i: int) -> str:
+    return f"2026-12-02T10:00:{i:02d}.000Z out line {i}\n"
+
+
+def test_streamed_lines_after_the_last_pulled_one_and_never_a_wrong_splice() -> None:
+    log = StreamedLog(keep=3)
+    for i in range(1, 6):
+        log.add(_line(i))
+    assert log.after(_raw(3).rstrip("\n")) == [_raw(4).rstrip("\n"), _raw(5).rstrip("\n")]
+    assert log.after(_raw(5).rstrip("\n")) == []
+    assert log.after(_raw(1).rstrip("\n")) == []  # older than what is kept: a gap, not a guess
+    assert len(log.after(None)) == 3
+
+
+def test_kept_attempt_log_is_the_pulled_log_plus_the_streamed_tail(tmp_path: Path) -> None:
+    log = tmp_path / agent_mod.LOG_FILE
+    log.parent.mkdir(parents=True)
+    log.write_text(_raw(1) + _raw(2) + "2026-12-02T10:00:03.000Z out li")  # a torn last line
+    streamed = StreamedLog()
+    for i in range(1, 5):
+        streamed.add(_line(i))
+    kept = keep_attempt_log(tmp_path, 1, streamed)
+    assert kept == log.with_name("job.attempt-1.log")
+    assert kept.read_text() == "".join(_raw(i) for i in range(1, 5)) and not log.exists()
+    assert keep_attempt_log(tmp_path, 2, None) is None  # nothing pulled, nothing streamed
+    # the run's last attempt keeps its job.log where it is, completed the same way
+    log.write_text(_raw(7))
+    streamed = StreamedLog()
+    for i in (7, 8):
+        streamed.add(_line(i))
+    assert keep_attempt_log(tmp_path, 3, streamed, apart=False) == log
+    assert log.read_text() == _raw(7) + _raw(8)
+    assert attempt_logs(tmp_path) == [log.with_name("job.attempt-1.log"), log]
+
+
+def test_restore_metrics_takes_the_snapshot_of_the_newest_pulled_checkpoint(
+    tmp_path: Path,
+) -> None:
+    ckpts, snaps = tmp_path / agent_mod.CHECKPOINTS, tmp_path / agent_mod.METRICS_SNAPSHOTS
+    ckpts.mkdir()
+    snaps.mkdir(parents=True)
+    for epoch in (3, 4, 5):
+        path = ckpts / f"ckpt-{epoch}"
+        path.write_text(str(epoch))
+        os.utime(path, (epoch, epoch))
+        if epoch < 5:  # checkpoint 5 came in a pull cut short, before its snapshot
+            lines = "".join(f'{{"epoch": {e}}}\n' for e in range(1, epoch + 1))
+            (snaps / f"ckpt-{epoch}.jsonl").write_text(lines)
+    metrics = tmp_path / agent_mod.OUTPUTS / agent_mod.METRICS_FILE
+    metrics.parent.mkdir()
+    # pulled while epoch 6 was already logged: resuming from 5 would log 6 twice
+    metrics.write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 7)))
+    assert restore_metrics(tmp_path) == ("ckpt-4", ["ckpt-5"])
+    assert metrics.read_text().splitlines() == [f'{{"epoch": {e}}}' for e in range(1, 5)]
+    assert (ckpts / "ckpt-5").is_file()  # kept here, only left out of the resume
+    for snap in snaps.iterdir():
+        snap.unlink()
+    assert restore_metrics(tmp_path) == (None, [])  # no snapshots: the pulled copy stays
+
+
+def test_an_attempt_costs_its_price_for_the_time_it_held_its_machine() -> None:
+    start = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    ended = AttemptRecord(
+        number=1,
+        target="vast",
+        started_at=start,
+        ended_at=start + timedelta(hours=1),
+        price_per_hour=Decimal("0.36"),
+    )
+    assert ended.cost(now=start + timedelta(hours=9)) == Decimal("0.36")  # its bill stopped
+    running = ended.model_copy(update={"ended_at": None, "price_per_hour": Decimal("0.5")})
+    assert running.cost(now=start + timedelta(hours=2)) == Decimal("1.0")
+    assert ended.model_copy(update={"price_per_hour": None}).cost() is None
+
+
+def test_a_resume_starts_from_checkpoints_and_outputs_and_skips_what_it_must(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints" / "ckpt-1").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt-1" / "w.bin").write_text("1")
+    (run / "checkpoints" / "ckpt-2").write_text("2")
+    (run / "checkpoints" / ".ckpt-3.tmp").write_text("half")
+    (run / "outputs").mkdir()
+    (run / "outputs" / "metrics.jsonl").write_text("{}\n")
+    (run / "logs").mkdir()
+    (run / "logs" / "job.log").write_text("not resumed from\n")
+    got = resume_sources(run, skip=["ckpt-2"])
+    assert {k: sorted(v) for k, v in got.items()} == {
+        "checkpoints": ["ckpt-1/w.bin"],
+        "outputs": ["metrics.jsonl"],
+    }
+    assert has_checkpoint(run) and has_checkpoint(run, ["ckpt-1", "ckpt-2"]) is False
+    bare = resume_sources(run / "checkpoints")  # `--resume-from`: a bare checkpoints folder
+    assert sorted(bare) == ["checkpoints"] and sorted(bare["checkpoints"]) == [
+        "ckpt-1/w.bin",
+        "ckpt-2",
+    ]
+
+
+def test_only_our_label_scheme_names_a_run() -> None:
+    assert ours("launch-hello-1a2b3c") == "hello-1a2b3c"
+    for label in ("launch-", "my-launch-x", "Launch-x", "", None, 42):
+        assert ours(label) is None
