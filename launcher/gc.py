@@ -54,7 +54,7 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
                     "stop-orphan",
                     record.id,
                     record.target,
-                    f"stop run {record.id} (its launcher died), keep its outputs",
+                    f"stop run {record.id} (its launcher died) and pull its outputs",
                 )
             )
         else:
@@ -96,7 +96,7 @@ def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
         orch = session.orchestrator(action.target)
         if action.kind == "stop-orphan":
             orch.adopt(action.run_id)
-            rec = orch.stop_and_finish(action.run_id, StopReason.LAUNCHER_LOST, keep_data=True)
+            rec = orch.stop_and_finish(action.run_id, StopReason.LAUNCHER_LOST)
             done.append(
                 f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
             )

@@ -406,7 +406,9 @@ class Orchestrator:
         try:
             self._submit(run_id, prepared, nxt, handle)
         except LaunchError as e:  # the run has ended; say why it could not go on
-            why = f"{st.message or 'attempt ' + str(n) + ' ended'}; could not start attempt {n + 1}"
+            why = (
+                f"{st.message or 'attempt ' + str(n) + ' ended'}; could not start attempt {n + 1}"
+            )
             self.store.update(run_id, message=f"{why}: {e.message}")
             return False
         return True
@@ -418,16 +420,14 @@ class Orchestrator:
         streamed: StreamedLog,
         *,
         why_not: str | None = None,
-        keep_data: bool = False,
     ) -> None:
         """End the run: final pull, cleanup, terminal status."""
         record = self.store.get(run_id)
         status, reason, message = outcome(st, record, why_not)
         handle = self._handle(run_id)
         self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
-        keep = keep_data or status is not RunStatus.SUCCEEDED
-        try:
-            self._close_attempt(run_id, handle, st, streamed, keep_log=False, keep_data=keep)
+        try:  # a pull that got everything leaves nothing worth keeping on the machine
+            self._close_attempt(run_id, handle, st, streamed, keep_log=False, keep_data=False)
         except LaunchError as e:
             self._end_run(
                 run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, f"pull failed: {e.message}"
@@ -505,14 +505,12 @@ class Orchestrator:
         self._finish(run_id, st, StreamedLog(), why_not=why_not)
         return self.store.get(run_id)
 
-    def stop_and_finish(
-        self, run_id: str, reason: StopReason, *, keep_data: bool = False
-    ) -> RunRecord:
+    def stop_and_finish(self, run_id: str, reason: StopReason) -> RunRecord:
         """Stop a running job (it checkpoints), then pull, clean up and end the run. Its log
         is not shown: whoever asks did not ask to watch."""
         self.store.request_stop(run_id, reason)
         st, streamed = self._watch(run_id, show_logs=False)
-        self._finish(run_id, st, streamed, keep_data=keep_data)
+        self._finish(run_id, st, streamed)
         return self.store.get(run_id)
 
     def abandon(self, run_id: str, reason: FailureReason) -> RunRecord:

@@ -128,3 +128,12 @@ def project(tmp_path: Path) -> Iterator[Path]:
 def launch_cmd() -> list[str]:
     """The real CLI, as a user runs it."""
     return [sys.executable, "-m", "launcher"]
+
+
+def default_signals() -> None:
+    """preexec_fn for children a test sends signals to: start them with the default
+    dispositions, whatever the shell that started pytest ignores (`cmd &` ignores SIGINT)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)

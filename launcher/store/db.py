@@ -10,7 +10,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import RunNotFoundError
+from launcher.errors import LaunchError, RunNotFoundError
+
+LOCK_WAIT_S = 30.0  # how long a write waits for another process's write to finish
+
+
+class StoreBusyError(LaunchError):
+    """Another process held the store's write lock for longer than LOCK_WAIT_S."""
+
 
 SCHEMA_VERSION = 1
 
@@ -114,11 +121,16 @@ class Db:
         self.path = self.home / "runs.db"
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE) so a CAS read
         # and its write cannot interleave with another process.
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=LOCK_WAIT_S, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        # Opening an existing store writes nothing: a launcher that holds the write lock (one
+        # suspended with Ctrl-Z mid-write) must not stop `launch ls` or `launch cancel` here.
+        tables = {r["name"] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if not {"runs", "events", "attempts", "resources"} <= tables:
+            with self._locked("create the store"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
@@ -129,7 +141,8 @@ class Db:
                 if name in have:
                     continue
                 try:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                    with self._locked("add a column to the store"):
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
                 except sqlite3.OperationalError as e:  # another process added it first
                     if "duplicate column" not in str(e):
                         raise
@@ -138,8 +151,24 @@ class Db:
         self._db.close()
 
     @contextmanager
+    def _locked(self, what: str) -> Generator[None]:
+        """Turn SQLite's "database is locked" (after LOCK_WAIT_S) into a message a user can
+        act on."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+            raise StoreBusyError(
+                f"could not {what}: the run store {self.path} stayed locked for "
+                f"{LOCK_WAIT_S:g}s by another launch process",
+                hint="a launch suspended with Ctrl-Z holds it: resume it with `fg`, or end it",
+            ) from e
+
+    @contextmanager
     def _tx(self) -> Generator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._locked("write to the store"):
+            self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:

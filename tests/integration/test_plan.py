@@ -25,7 +25,9 @@ def test_plan_shows_this_machine_and_starts_nothing(project: Path, launch_home: 
     assert option["name"] == "this machine" and option["price_per_hour"] == 0
     assert option["details"]["runtime"] == "process"
     assert not (project / "runs").exists()
-    ls = subprocess.run([*launch_cmd(), "ls", "--json"], cwd=project, capture_output=True, text=True)
+    ls = subprocess.run(
+        [*launch_cmd(), "ls", "--json"], cwd=project, capture_output=True, text=True
+    )
     assert json.loads(ls.stdout) == []
     table = plan(project, "jobs/hello.yaml", "--set", "targets.local.runtime=process")
     assert table.returncode == 0 and "this machine" in table.stdout and "process" in table.stdout

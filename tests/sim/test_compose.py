@@ -93,7 +93,9 @@ def stack(
                     logs = subprocess.run(
                         [*compose, *project, "logs"], env=env, capture_output=True, text=True
                     )
-                    raise AssertionError(f"the emulators never answered ({e}):\n{logs.stdout[-3000:]}") from e
+                    raise AssertionError(
+                        f"the emulators never answered ({e}):\n{logs.stdout[-3000:]}"
+                    ) from e
                 time.sleep(0.5)
         yield vast, kaggle
     finally:

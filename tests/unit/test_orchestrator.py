@@ -254,7 +254,7 @@ def test_a_signal_stops_the_job_waits_for_the_checkpoint_pulls_and_cleans_up(
     assert rec.status is RunStatus.CANCELLED and rec.failure_reason is FailureReason.USER_CANCELLED
     assert rec.stop_reason is StopReason.INTERRUPT
     i = target.calls.index("cancel:m1")
-    assert target.calls[i + 1 :] == ["pull:m1", "cleanup:m1(keep_data=True)"]
+    assert target.calls[i + 1 :] == ["pull:m1", "cleanup:m1(keep_data=False)"]
 
 
 def test_second_signal_abandons_cleanup_and_leaves_the_ledger_for_gc(
@@ -280,7 +280,7 @@ def test_a_stop_asked_by_another_process_before_the_job_started_never_starts_it(
     RunStore(launch_home).request_stop("job-7", StopReason.CANCEL)  # "another process"
     rec = orch.supervise("job-7")
     assert rec.status is RunStatus.CANCELLED and rec.failure_reason is FailureReason.USER_CANCELLED
-    assert target.calls[-3:] == ["cancel:m1", "pull:m1", "cleanup:m1(keep_data=True)"]
+    assert target.calls[-3:] == ["cancel:m1", "pull:m1", "cleanup:m1(keep_data=False)"]
     assert RunStatus.RUNNING not in [e.status for e in rec.events]
     assert orch.store.resources(unreleased_only=True) == []
 

@@ -329,6 +329,14 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
             return agent_phase(st, alive=True)
         if st.phase == "exited":
             return agent_phase(st, alive=False)
+        if coarse == "exited" and code is not None and st.phase is not None:
+            # it ran and was killed from outside (the OOM killer, `docker kill`, an engine
+            # restart): the job can go on from its checkpoint in another attempt
+            return TargetStatus(
+                phase=Phase.LOST,
+                exit_code=code,
+                message=f"container {h.container} was killed (exit {code}) while the job ran",
+            )
         if coarse == "exited" and code is not None:
             # the agent never reported (e.g. no python3 in the image): docker's code is all we have
             return TargetStatus(
@@ -385,7 +393,8 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
 
     def cleanup(self, handle: LocalHandle, *, keep_data: bool = False) -> None:
         h = handle
-        if self.status(handle).phase in (Phase.RUNNING, Phase.STARTING):
+        if AgentStatus.read(Path(h.root) / agent_mod.STATUS_FILE).phase != "exited":
+            # still running, or its agent died and left the workload (its own session) behind
             self.kill(handle)
         if h.runtime == "docker" and h.container:
             self._docker().remove(h.container)

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 from launcher.sim.kaggle import KaggleSim
 from launcher.store import RunStore
-from tests.conftest import launch_cmd
 from tests.targets.kaggle.conftest import USER, kernels_of, launch, metrics_epochs, record
 
 SMOKE = ("run", "jobs/hello.yaml", "--target", "kaggle", "--profile", "smoke")
@@ -172,36 +168,6 @@ def test_a_gpu_run_stopped_by_the_weekly_quota_keeps_its_checkpoint_and_says_why
     assert epochs == list(range(1, len(epochs) + 1)) and epochs
     assert (run_dir / "checkpoints" / f"ckpt-epoch-{epochs[-1]:04d}.json").is_file()
     assert kernels_of(sim) == []
-
-
-def test_ctrl_c_cancels_the_kernel_which_checkpoints_and_nothing_is_left(
-    sim: KaggleSim, project: Path, kaggle_env: dict[str, str], tmp_path: Path
-) -> None:
-    out = tmp_path / "launch.out"
-    with out.open("w") as f:
-        proc = subprocess.Popen(
-            [*launch_cmd(), "run", "jobs/hello.yaml", "--target", "kaggle",
-             "--set", "run=python3 -m hello.train --epochs 60 --epoch-seconds 0.5"],
-            cwd=project, env=kaggle_env, stdout=f, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while "epoch 3/60" not in out.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, out.read_text()
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=90)
-    text = out.read_text()
-    assert code == 130, text
-    assert "Traceback" not in text
-    rec = record(project, kaggle_env)
-    assert rec["status"] == "cancelled", rec
-    run_dir = Path(rec["output_dir"])
-    epochs = metrics_epochs(run_dir)
-    assert len(epochs) >= 3 and epochs == list(range(1, len(epochs) + 1))
-    assert (run_dir / "checkpoints" / f"ckpt-epoch-{epochs[-1]:04d}.json").is_file()
-    assert "checkpoint saved on SIGTERM" in (run_dir / "logs" / "job.log").read_text()
-    assert kernels_of(sim) == []
-    assert sim.kernels.sessions()[-1].status == "CANCEL_ACKNOWLEDGED"
 
 
 def test_gc_removes_a_launch_kernel_no_run_knows_and_keeps_the_bundle_cache(
