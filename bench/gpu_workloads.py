@@ -74,6 +74,17 @@ CASES: tuple[Case, ...] = (
 )  # fmt: skip
 
 
+def kit_folder() -> Path:
+    """A folder holding a copy of launcher/launchkit.py alone (on a lent machine the repo may
+    not be installed; putting launcher/ itself on the path would expose its modules)."""
+    import shutil
+
+    folder = Path(tempfile.gettempdir()) / "launch-kit-bench"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(REPO / "launcher" / "launchkit.py", folder / "launchkit.py")
+    return folder
+
+
 def _first(summary: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         if summary.get(key) is not None:
@@ -85,7 +96,11 @@ def run_case(case: Case, python: str, smoke: bool, timeout: float) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix=f"bench-{case.workload}-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
         env.update(
-            PYTHONPATH=str(REPO / "workloads" / case.workload),
+            # the workload's package, and launchkit (a bundle carries it; here: launcher/'s
+            # own copy, alone in the path after the workload)
+            PYTHONPATH=os.pathsep.join(
+                [str(REPO / "workloads" / case.workload), str(kit_folder())]
+            ),
             LAUNCH_OUTPUT_DIR=f"{tmp}/outputs",
             LAUNCH_CHECKPOINT_DIR=f"{tmp}/checkpoints",
             HF_HUB_OFFLINE="1",

@@ -297,6 +297,9 @@ class Agent:
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.cfg.env)
+        # launchkit.py ships beside this file: `import launchkit` works in every job
+        here = os.path.dirname(os.path.abspath(__file__))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         env.update(
             LAUNCH_RUN_ID=self.cfg.run_id,
             LAUNCH_OUTPUT_DIR=self.outputs,

@@ -66,6 +66,7 @@ def run(
     output_dir: Path | None = None,
     detach: bool = False,
     resume_from: str | None = None,
+    allow_outside: bool = False,
 ) -> RunRecord:
     """Validate, prepare, submit and (unless `detach`) supervise a run to its end.
 
@@ -73,7 +74,7 @@ def run(
     second one abandons that (see launcher/signals.py)."""
     from launcher.spec import load_spec
 
-    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    spec = load_spec(spec_path, profile=profile, overrides=overrides, allow_outside=allow_outside)
     orch = session.orchestrator(target)
     parent: RunRecord | None = None
     resume_dir: Path | None = None
@@ -110,6 +111,7 @@ def plan(
     target: str = "local",
     profile: str | None = None,
     overrides: Sequence[str] = (),
+    allow_outside: bool = False,
 ) -> Plan:
     """Where the job would run on `target` and at what price; creates and spends nothing.
 
@@ -118,7 +120,7 @@ def plan(
     """
     from launcher.spec import load_spec
 
-    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    spec = load_spec(spec_path, profile=profile, overrides=overrides, allow_outside=allow_outside)
     return _plan_on(session, spec, target)
 
 
@@ -128,6 +130,7 @@ def plan_all(
     *,
     profile: str | None = None,
     overrides: Sequence[str] = (),
+    allow_outside: bool = False,
 ) -> list[Plan]:
     """One plan per target this version offers, to compare platforms side by side. A target that
     cannot be used here (no credentials, no extra, platform down) is a Plan whose problem says
@@ -135,7 +138,7 @@ def plan_all(
     from launcher.spec import load_spec
     from launcher.targets import TARGETS
 
-    spec = load_spec(spec_path, profile=profile, overrides=overrides)
+    spec = load_spec(spec_path, profile=profile, overrides=overrides, allow_outside=allow_outside)
     plans: list[Plan] = []
     for name, entry in TARGETS.items():
         if not entry.available:

@@ -70,6 +70,12 @@ cli.add_command(sim)
     "--detach", "-d", is_flag=True, help="Start, then return; a background process follows it."
 )
 @click.option("--resume-from", metavar="RUN", help="Start from the newest checkpoint of RUN.")
+@click.option(
+    "--allow-outside-workload",
+    "allow_outside",
+    is_flag=True,
+    help="Let the spec's workload folder lie outside the project (its files are uploaded).",
+)
 @click.option("--json", "json_out", is_flag=True, help="Print the final record as JSON.")
 def run(
     spec: Path,
@@ -79,9 +85,14 @@ def run(
     out: Path | None,
     detach: bool,
     resume_from: str | None,
+    allow_outside: bool,
     json_out: bool,
 ) -> None:
-    """Run a job: validate, build, start, stream logs, pull outputs, clean up."""
+    """Run a job: validate, build, start, stream logs, pull outputs, clean up.
+
+    Ctrl-C, SIGTERM and SIGHUP stop the job (it saves a checkpoint), pull and clean up; a
+    second one abandons the cleanup and says how to finish it.
+    """
     from launcher import api
     from launcher.errors import RunCancelledError, RunFailedError
     from launcher.render import final_summary
@@ -97,6 +108,7 @@ def run(
         output_dir=out,
         detach=detach,
         resume_from=resume_from,
+        allow_outside=allow_outside,
     )
     if json_out:
         _emit_json(_record_json(record))
@@ -122,6 +134,12 @@ def run(
 @click.option("--profile", "-p", help="Apply a named profile from the spec.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field.")
 @click.option("--limit", "-n", default=10, show_default=True, help="Options to show.")
+@click.option(
+    "--allow-outside-workload",
+    "allow_outside",
+    is_flag=True,
+    help="Let the spec's workload folder lie outside the project (its files are uploaded).",
+)
 @click.option("--json", "json_out", is_flag=True, help="Print the plan as JSON.")
 def plan(
     spec: Path,
@@ -129,6 +147,7 @@ def plan(
     profile: str | None,
     overrides: tuple[str, ...],
     limit: int,
+    allow_outside: bool,
     json_out: bool,
 ) -> None:
     """Show where a job would run and what it would cost, without starting anything.
@@ -140,7 +159,13 @@ def plan(
     from launcher.errors import TargetUnavailableError
 
     if target == "all":
-        plans = api.plan_all(_session(json_out), spec, profile=profile, overrides=overrides)
+        plans = api.plan_all(
+            _session(json_out),
+            spec,
+            profile=profile,
+            overrides=overrides,
+            allow_outside=allow_outside,
+        )
         if json_out:
             _emit_json([p.model_dump(mode="json") for p in plans])
         else:
@@ -151,7 +176,12 @@ def plan(
             raise TargetUnavailableError("the job cannot run on any target as it stands")
         return
     result = api.plan(
-        _session(json_out), spec, target=target, profile=profile, overrides=overrides
+        _session(json_out),
+        spec,
+        target=target,
+        profile=profile,
+        overrides=overrides,
+        allow_outside=allow_outside,
     )
     if json_out:
         _emit_json(result.model_dump(mode="json"))

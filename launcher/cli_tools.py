@@ -50,6 +50,25 @@ def image_build(
     click.echo(f"{verb} {ref.tag} ({ref.seconds:.1f}s)")
 
 
+def _exports(platform: str, url: str) -> str:
+    """What to paste into a shell so `launch` (and the platform's own CLI) use the emulator."""
+    if platform == "vast":
+        from launcher.sim.vast.sim import DEFAULT_API_KEY
+
+        return (
+            f"# launch:\nexport LAUNCH_VAST_URL={url} VAST_API_KEY={DEFAULT_API_KEY}\n"
+            f"# the vastai CLI:\nexport VAST_URL={url} VAST_API_KEY={DEFAULT_API_KEY}"
+        )
+    from launcher.sim.kaggle.sim import DEFAULT_USERS
+
+    user, key = next(iter(DEFAULT_USERS.items()))
+    return (
+        f"# launch:\nexport LAUNCH_KAGGLE_URL={url} KAGGLE_USERNAME={user} KAGGLE_KEY={key}\n"
+        "# the kaggle CLI:\nexport KAGGLE_API_ENVIRONMENT=LOCALHOST "
+        f"HTTP_PROXY={url} KAGGLE_USERNAME={user} KAGGLE_KEY={key}"
+    )
+
+
 @click.group()
 def sim() -> None:
     """Local emulators of the platforms, speaking their real wire protocols."""
@@ -72,17 +91,15 @@ def sim() -> None:
     help="kaggle: the image kernels run in (Kaggle's own image stands in for it).",
 )
 def sim_serve(platform: str, port: int, state_dir: Path | None, kernel_image: str) -> None:
-    """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers.
-
-    \b
-    vast:   export LAUNCH_VAST_URL=<url> (the vastai CLI: VAST_URL=<url>)
-    kaggle: export LAUNCH_KAGGLE_URL=<url>; for the unchanged kaggle CLI
-            KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY=<url>
+    """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers, then the
+    exports to paste (the URL and the credentials it accepts). Ctrl-C or SIGTERM stops it and
+    removes every machine and kernel container it made.
     """
     import importlib
 
     def ready(url: str) -> None:
-        click.echo(url)
+        click.echo(url)  # first line on stdout: scripts read it
+        click.echo(_exports(platform, url), err=True)
 
     options: dict[str, Any] = {}
     if state_dir is not None:

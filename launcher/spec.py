@@ -275,13 +275,24 @@ class JobSpec(StrictModel):
 # ---- loading ----------------------------------------------------------------------------------
 
 
-def load_spec(path: Path, *, profile: str | None = None, overrides: Sequence[str] = ()) -> JobSpec:
-    """Read, merge and validate a job spec. Raises SpecError listing every problem found."""
+def load_spec(
+    path: Path,
+    *,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    allow_outside: bool = False,
+) -> JobSpec:
+    """Read, merge and validate a job spec. Raises SpecError listing every problem found.
+
+    A workload folder outside the project (`workload: ../elsewhere`) is a problem unless
+    `allow_outside`: a spec from a cloned repository must not ship files from elsewhere on
+    this machine unless the user running it says so.
+    """
     path = Path(path)
     doc, problems = _read(path)
     spec = None
     if doc is not None:
-        spec, problems = _build(path, doc, profile, overrides)
+        spec, problems = _build(path, doc, profile, overrides, allow_outside)
     if spec is None or problems:
         raise SpecError(problems)
     return spec
@@ -344,7 +355,11 @@ def _read(path: Path) -> tuple[YamlDoc | None, list[SpecProblem]]:
 
 
 def _build(
-    path: Path, doc: YamlDoc, profile: str | None, overrides: Sequence[str]
+    path: Path,
+    doc: YamlDoc,
+    profile: str | None,
+    overrides: Sequence[str],
+    allow_outside: bool = False,
 ) -> tuple[JobSpec | None, list[SpecProblem]]:
     loc = Locator(str(path), doc)
     data: dict[str, Any] = copy.deepcopy(doc.data)
@@ -357,7 +372,7 @@ def _build(
     except ValidationError as e:
         return None, _in_order(problems + problems_from(e, data, JobSpec, loc), loc.file)
     spec.set_source(path)
-    problems += _check_folders(spec, data, loc)
+    problems += _check_folders(spec, data, loc, allow_outside)
     return spec, _in_order(problems, loc.file)
 
 
@@ -372,15 +387,28 @@ def _project_root(start: Path) -> Path:
     return start
 
 
-def _check_folders(spec: JobSpec, data: dict[str, Any], loc: Locator) -> list[SpecProblem]:
+def _check_folders(
+    spec: JobSpec, data: dict[str, Any], loc: Locator, allow_outside: bool = False
+) -> list[SpecProblem]:
     problems: list[SpecProblem] = []
-    if not spec.workload_path.is_dir():
+    workload = spec.workload_path
+    where = ("workload",) if "workload" in data else ("name",)
+    if not workload.is_dir():
         message = f"folder {spec.workload} not found under {spec.project_root}"
         if "workload" in data:
             problems.append(loc.problem(("workload",), message))
         else:
             message += f" (the default for a job named {spec.name}); set `workload:`"
             problems.append(SpecProblem(loc.file, loc.line(("name",)), "workload", message))
+    elif not workload.resolve().is_relative_to(spec.project_root.resolve()) and not allow_outside:
+        message = (
+            f"folder {spec.workload} is outside the project ({spec.project_root}): its files "
+            "would be bundled and uploaded; run with --allow-outside-workload if you mean it"
+        )
+        problems.append(SpecProblem(loc.file, loc.line(where), "workload", message))
+    elif not any(p.is_file() for p in workload.rglob("*") if ".git" not in p.parts):
+        message = f"folder {spec.workload} holds no files: there would be nothing to run"
+        problems.append(SpecProblem(loc.file, loc.line(where), "workload", message))
     if spec.image_dir is not None and not spec.image_dir.is_dir():
         images = spec.project_root / "images"
         known = [p.name for p in images.iterdir() if p.is_dir()] if images.is_dir() else []

@@ -130,6 +130,25 @@ def launch_cmd() -> list[str]:
     return [sys.executable, "-m", "launcher"]
 
 
+def kit_path() -> str:
+    """A folder holding launchkit.py alone, for PYTHONPATH when a test runs a workload directly
+    (under launch the agent puts the bundle's copy there). Not launcher/ itself: its modules
+    would become top-level names of the job."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    src = REPO / "launcher" / "launchkit.py"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"launch-kit-{digest}"
+    if not (folder / "launchkit.py").is_file():
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".launchkit.py.{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        tmp.replace(folder / "launchkit.py")
+    return str(folder)
+
+
 def default_signals() -> None:
     """preexec_fn for children a test sends signals to: start them with the default
     dispositions, whatever the shell that started pytest ignores (`cmd &` ignores SIGINT)."""

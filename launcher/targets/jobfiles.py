@@ -25,13 +25,20 @@ if TYPE_CHECKING:
 
 
 def job_bundle(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> Bundle:
-    """Bundle the workload with the agent and the resolved spec; tell the user what was left
-    out as a likely secret and any size warning."""
+    """Bundle the workload with the agent, launchkit and the resolved spec; tell the user what
+    was left out as a likely secret and any size warning."""
     job_json = json.dumps(spec.resolved_dict(), sort_keys=True, indent=1)
+    from launcher import launchkit
+
     bundle = build_bundle(
         spec.workload_path,
         home / "bundles",
-        {"agent.py": Path(agent_mod.__file__).read_bytes(), "job.json": job_json.encode()},
+        {
+            "agent.py": Path(agent_mod.__file__).read_bytes(),
+            # the job author's helper; the agent puts this folder on the job's PYTHONPATH
+            "launchkit.py": Path(launchkit.__file__).read_bytes(),
+            "job.json": job_json.encode(),
+        },
     )
     for skipped in bundle.skipped_secrets:
         notify(f"left out of the bundle (looks like a secret): {skipped}")

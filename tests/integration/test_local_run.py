@@ -254,6 +254,7 @@ def test_process_runtime_runs_the_job_in_a_virtualenv_with_the_image_requirement
 ) -> None:
     proj = tmp_path / "proj"
     (proj / "workloads" / "reqs").mkdir(parents=True)
+    (proj / "workloads" / "reqs" / "README").write_text("runs a one-line command\n")
     (proj / "images" / "reqs").mkdir(parents=True)
     (proj / "images" / "reqs" / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
     (proj / "images" / "reqs" / "requirements.txt").write_text("# pinned\nsix==1.17.0\n")
@@ -284,6 +285,7 @@ def test_a_chosen_requirements_file_reaches_both_runtimes(
     REQUIREMENTS build argument (docker); $LAUNCH_PIP_EXTRA_ARGS reaches the build as PIP_EXTRA_ARGS."""
     proj = tmp_path / "proj"
     (proj / "workloads" / "reqs").mkdir(parents=True)
+    (proj / "workloads" / "reqs" / "README").write_text("runs a one-line command\n")
     img = proj / "images" / "reqs"
     img.mkdir(parents=True)
     (img / "Dockerfile").write_text(
@@ -374,6 +376,7 @@ def test_a_local_input_reaches_the_job_and_a_bad_one_is_refused_before_it_starts
 ) -> None:
     proj = tmp_path / "proj"
     (proj / "workloads" / "reader").mkdir(parents=True)
+    (proj / "workloads" / "reader" / "README").write_text("reads its input\n")
     (proj / "data" / "logos").mkdir(parents=True)
     (proj / "data" / "logos" / "a.txt").write_text("from the input\n")
     (proj / "jobs").mkdir()

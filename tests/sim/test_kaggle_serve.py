@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.sim.kaggle import KaggleSim
+from tests.conftest import default_signals
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = "Basic " + base64.b64encode(b"bob:s3cret").decode()
@@ -32,6 +33,7 @@ def test_foreground_server_prints_url_takes_knobs_and_stops_on_sigint(tmp_path: 
          "--runtime", "process", "--queue-seconds", "0", "--data-dir", str(tmp_path)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=default_signals,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

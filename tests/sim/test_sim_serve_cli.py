@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import launch_cmd
+from tests.conftest import default_signals, launch_cmd
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,7 @@ def test_sim_serve_prints_a_url_that_answers(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     try:
         assert proc.stdout is not None

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from launcher import agent
+from tests.conftest import default_signals
 
 AGENT = Path(agent.__file__).resolve()
 AGENT_PYTHON = os.environ.get("LAUNCH_AGENT_PYTHON", sys.executable)
@@ -59,6 +60,7 @@ def start(root: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, **(env or {})),
+        preexec_fn=default_signals,
     )
 
 

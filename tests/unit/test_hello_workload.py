@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import default_signals, kit_path
+
 WORKLOAD = Path(__file__).resolve().parents[2] / "workloads" / "hello"
 
 
 def _env(tmp: Path, resume: Path | str | None = None, out: str = "outputs") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
     env.pop("HELLO_GREETING", None)
+    env["PYTHONPATH"] = kit_path()
     env["LAUNCH_OUTPUT_DIR"] = str(tmp / out)
     env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
     if resume is not None:
@@ -114,6 +117,7 @@ def test_sigterm_saves_the_last_completed_epoch_and_exits_143(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     metrics_file = tmp_path / "outputs" / "metrics.jsonl"
     try:

@@ -28,6 +28,12 @@ def problems_of(path: Path, **kwargs: Any) -> list[SpecProblem]:
     return info.value.problems
 
 
+def _workload(folder: Path) -> None:
+    """A workload folder with something in it (an empty one is a problem of its own)."""
+    folder.mkdir(parents=True)
+    (folder / "train.py").write_text("print('training')\n")
+
+
 def one_problem(path: Path, **kwargs: Any) -> SpecProblem:
     problems = problems_of(path, **kwargs)
     assert len(problems) == 1, problems
@@ -105,7 +111,7 @@ def test_resolved_dict_round_trips_without_profiles() -> None:
 
 
 def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
-    (tmp_path / "workloads" / "demo").mkdir(parents=True)
+    _workload(tmp_path / "workloads" / "demo")
     path = tmp_path / "demo.yaml"
     path.write_text("name: demo\nrun: x\nresources:\ntargets:\nenv:\n")
     spec = load_spec(path)
@@ -190,7 +196,7 @@ def test_missing_file_is_a_problem() -> None:
 
 
 def test_gpu_smaller_than_min_vram(tmp_path: Path) -> None:
-    (tmp_path / "workloads" / "demo").mkdir(parents=True)
+    _workload(tmp_path / "workloads" / "demo")
     path = tmp_path / "demo.yaml"
     path.write_text(
         "name: demo\nrun: x\nresources:\n  gpu:\n    types: [T4]\n    min_vram_gb: 24\n"
@@ -201,7 +207,7 @@ def test_gpu_smaller_than_min_vram(tmp_path: Path) -> None:
 
 
 def test_input_needs_exactly_one_source(tmp_path: Path) -> None:
-    (tmp_path / "workloads" / "demo").mkdir(parents=True)
+    _workload(tmp_path / "workloads" / "demo")
     path = tmp_path / "demo.yaml"
     path.write_text("name: demo\nrun: x\ninputs:\n  - {as: a}\n  - {path: a/b, as: a}\n")
     problems = problems_of(path)
@@ -299,7 +305,7 @@ def test_bad_set_paths() -> None:
 
 
 def _project(tmp_path: Path) -> Path:
-    (tmp_path / "workloads" / "demo").mkdir(parents=True)
+    _workload(tmp_path / "workloads" / "demo")
     return tmp_path
 
 
@@ -387,10 +393,49 @@ def test_every_job_spec_in_the_repo_is_valid() -> None:
 
 def test_validate_files_on_a_folder(tmp_path: Path) -> None:
     shutil.copy(SPECS / "good.yaml", tmp_path / "good.yaml")
-    (tmp_path / "workloads" / "demo").mkdir(parents=True)
+    _workload(tmp_path / "workloads" / "demo")
     (tmp_path / "images" / "demo").mkdir(parents=True)
     assert validate_files([tmp_path]) == []
     empty = tmp_path / "empty"
     empty.mkdir()
     [problem] = validate_files([empty])
     assert "no job specs" in problem.message
+
+
+# ---- the workload folder ------------------------------------------------------------------------
+
+
+def _project_with(tmp_path: Path, workload: str) -> Path:
+    proj = tmp_path / "proj"
+    (proj / "workloads" / "mine").mkdir(parents=True)
+    (proj / "workloads" / "mine" / "train.py").write_text("print('hi')\n")
+    (proj / "jobs").mkdir()
+    spec = proj / "jobs" / "job.yaml"
+    spec.write_text(f"name: job\nrun: python3 train.py\nworkload: {workload}\n")
+    return spec
+
+
+def test_a_workload_outside_the_project_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    """A spec from a cloned repository must not ship files from elsewhere on this machine."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "id_rsa.pub").write_text("not for upload\n")
+    for workload in ("../elsewhere", str(tmp_path / "elsewhere")):
+        spec = _project_with(tmp_path, workload)
+        problem = one_problem(spec)
+        assert (problem.key, problem.line) == ("workload", 3)
+        assert (
+            "outside the project" in problem.message
+            and "--allow-outside-workload" in problem.message
+        )
+        assert (
+            load_spec(spec, allow_outside=True).workload_path.resolve() == tmp_path / "elsewhere"
+        )
+        shutil.rmtree(tmp_path / "proj")
+    assert load_spec(_project_with(tmp_path, "workloads/mine")).workload == "workloads/mine"
+
+
+def test_an_empty_workload_folder_is_a_problem_not_an_empty_bundle(tmp_path: Path) -> None:
+    spec = _project_with(tmp_path, "workloads/empty")
+    (spec.parents[1] / "workloads" / "empty" / "sub").mkdir(parents=True)
+    problem = one_problem(spec)
+    assert problem.key == "workload" and "holds no files" in problem.message

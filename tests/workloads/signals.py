@@ -1,5 +1,6 @@
-"""The step every workload's stop-and-resume test shares: wait until the run has written N
-lines (epochs to metrics.jsonl, clips to generation.jsonl), send SIGTERM, and time the exit."""
+"""What every workload test shares: the environment the agent gives a job (`job_env`), and the
+stop-and-resume step: wait until the run has written N lines (epochs to metrics.jsonl, clips to
+generation.jsonl), send SIGTERM, and time the exit."""
 
 from __future__ import annotations
 
@@ -34,3 +35,20 @@ def sigterm_after_lines(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def job_env(tmp: Path, resume: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment the agent gives a job, for running a workload directly: this process's
+    environment without any LAUNCH_*, the run's folders under `tmp`, launchkit importable."""
+    import os
+
+    from tests.conftest import kit_path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
+    env["PYTHONPATH"] = kit_path()
+    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
+    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
+    if resume is not None:
+        env["LAUNCH_RESUME_FROM"] = str(resume)
+    env.update(extra)
+    return env

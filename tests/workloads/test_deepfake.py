@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import launch_cmd
+from tests.conftest import default_signals, launch_cmd
 from tests.venvs import cached_venv
-from tests.workloads.signals import sigterm_after_lines
+from tests.workloads.signals import job_env, sigterm_after_lines
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "deepfake"
@@ -52,15 +52,8 @@ def df_python() -> Path:
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
-    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
-    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-    env["HF_HUB_OFFLINE"] = "1"  # any accidental hub call fails at once
-    env["MPLBACKEND"] = "Agg"
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    if resume is not None:
-        env["LAUNCH_RESUME_FROM"] = str(resume)
-    return env
+    # HF_HUB_OFFLINE: any accidental hub call fails at once
+    return job_env(tmp, resume, HF_HUB_OFFLINE="1", MPLBACKEND="Agg", CUDA_VISIBLE_DEVICES="")
 
 
 def deepfake(
@@ -116,6 +109,7 @@ def test_generate_writes_clips_and_a_stopped_run_makes_only_the_missing_ones(
     proc = subprocess.Popen(
         [str(df_python), "-m", "deepfake", "generate", "--smoke", "--num-videos", "5"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     sigterm_after_lines(proc, run / "outputs" / "generation.jsonl", 2, wait_s=120, exit_timeout_s=60)
     stdout, stderr = proc.communicate()
@@ -272,6 +266,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
     proc = subprocess.Popen(
         [str(df_python), "-m", "deepfake", *args, "--epoch-seconds", "1.5"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     _, _, exit_seconds = sigterm_after_lines(
         proc, run / "outputs" / "metrics.jsonl", 2, wait_s=90, exit_timeout_s=60

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import launch_cmd
+from tests.workloads.signals import job_env
+from tests.conftest import default_signals, launch_cmd
 from tests.venvs import cached_venv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,13 +44,7 @@ def mp_python() -> Path:
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
-    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
-    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-    env["GLOG_minloglevel"] = "2"
-    if resume is not None:
-        env["LAUNCH_RESUME_FROM"] = str(resume)
-    return env
+    return job_env(tmp, resume, GLOG_minloglevel="2")
 
 
 def prep(python: Path, tmp: Path, *args: str, resume: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -154,6 +149,7 @@ def test_sigterm_stops_and_a_rerun_finishes_without_repeating(mp_python: Path, d
     proc = subprocess.Popen(
         [str(mp_python), "-m", "handprep", *args_for(dataset, out), "--workers", "1", "--log_every", "1"],
         cwd=WORKLOAD, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
@@ -198,6 +194,7 @@ def test_a_killed_worker_ends_the_run_with_a_message_not_a_hang(
         [str(mp_python), "-m", "handprep", *args_for(dataset, out), "--workers", "1"],
         cwd=WORKLOAD, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.workloads.signals import sigterm_after_lines
+from tests.workloads.signals import job_env, sigterm_after_lines
 
 try:
     import numpy as np
@@ -37,7 +37,7 @@ except ImportError as e:  # say what to install rather than skip: a skipped work
         pytrace=False,
     )
 
-from tests.conftest import launch_cmd
+from tests.conftest import default_signals, launch_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "libcem"
@@ -46,13 +46,8 @@ TINY = ("--smoke", "--tiles", "96", "--max-val", "16")
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
-    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
-    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-    env["LAUNCH_INPUT_DIR"] = str(tmp / "no-inputs")  # never pick up a CIFAR-10 on this machine
-    if resume is not None:
-        env["LAUNCH_RESUME_FROM"] = str(resume)
-    return env
+    # never pick up a CIFAR-10 on this machine
+    return job_env(tmp, resume, LAUNCH_INPUT_DIR=str(tmp / "no-inputs"))
 
 
 def train(tmp: Path, *args: str, resume: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -163,6 +158,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
     )
     stdout, stderr, exit_seconds = sigterm_after_lines(
         proc, run / "outputs" / "metrics.jsonl", wait_s=40, exit_timeout_s=15

@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import launch_cmd
+from tests.conftest import default_signals, launch_cmd
 from tests.venvs import cached_venv
-from tests.workloads.signals import sigterm_after_lines
+from tests.workloads.signals import job_env, sigterm_after_lines
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "svg_quality"
@@ -53,12 +53,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
-    env.update(LAUNCH_OUTPUT_DIR=str(tmp / "outputs"), LAUNCH_CHECKPOINT_DIR=str(tmp / "checkpoints"),
-               HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")  # fmt: skip
-    if resume is not None:
-        env["LAUNCH_RESUME_FROM"] = str(resume)
-    return env
+    return job_env(tmp, resume, HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
 
 
 def train(python: Path, tmp: Path, *args: str, resume: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -166,6 +161,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(sq_pyt
     proc = subprocess.Popen(
         [str(sq_python), "-m", "svg_quality.train", *args, "--epoch-seconds", "1.0"],
         cwd=WORKLOAD, env=_env(run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_signals,
     )  # fmt: skip
     stdout, stderr, exit_seconds = sigterm_after_lines(
         proc, run / "outputs" / "metrics.jsonl", wait_s=60, exit_timeout_s=30

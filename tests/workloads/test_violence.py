@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.venvs import cached_venv
-from tests.workloads.signals import sigterm_after_lines
+from tests.workloads.signals import job_env, sigterm_after_lines
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD = REPO / "workloads" / "violence"
@@ -43,14 +43,7 @@ def tf_python() -> Path:
 
 
 def _env(tmp: Path, resume: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCH_")}
-    env["LAUNCH_OUTPUT_DIR"] = str(tmp / "outputs")
-    env["LAUNCH_CHECKPOINT_DIR"] = str(tmp / "checkpoints")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    if resume is not None:
-        env["LAUNCH_RESUME_FROM"] = str(resume)
-    return env
+    return job_env(tmp, resume, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
 
 def train(
@@ -165,6 +158,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
         stderr=subprocess.PIPE,
         text=True,
         errors="replace",
+        preexec_fn=default_signals,
     )
     stdout, stderr, exit_seconds = sigterm_after_lines(
         proc, run / "outputs" / "metrics.jsonl", wait_s=60, exit_timeout_s=30
@@ -253,7 +247,7 @@ def test_smoke_profile_runs_inside_the_violence_image(project: Path, cpu_image_e
     """`launch run jobs/violence.yaml --profile smoke` inside the image built from
     images/violence/Dockerfile on the local base with requirements-cpu.txt (the smoke profile
     picks it): the image, the job spec and the workload agree. The build is cached by content."""
-    from tests.conftest import launch_cmd
+    from tests.conftest import default_signals, launch_cmd
 
     proc = subprocess.run(
         [*launch_cmd(), "run", "jobs/violence.yaml", "--target", "local", "--profile", "smoke",

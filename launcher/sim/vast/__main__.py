@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
@@ -27,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(url, flush=True)
         print(f"api key: {a.api_key or '(any)'}  (VAST_URL={url})", file=sys.stderr, flush=True)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # stop() then removes every machine
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
+    try:  # serve() turns SIGTERM and SIGHUP into a stop that removes every machine
         serve(
             a.host,
             a.port,

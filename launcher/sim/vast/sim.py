@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +176,16 @@ def serve(
     machines: str = "auto",
     verbose: bool = False,
 ) -> None:
-    """Run the emulator until interrupted; `on_ready(url)` once it listens. Blocking."""
+    """Run the emulator until SIGINT, SIGTERM or SIGHUP; `on_ready(url)` once it listens.
+    Blocking. Every machine it made (containers, processes) is removed on the way out."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def interrupt(_signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, interrupt)
     sim = VastSim(
         host=host,
         port=port,
@@ -191,5 +201,9 @@ def serve(
     try:
         on_ready(sim.url)
         sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
     finally:
         sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import files
-from .files import EXIT_USAGE, Run, Stop
+from .files import EXIT_USAGE, STOP, Run
 from .media import IMAGE_EXT, VIDEO_EXT, FaceCropper, read_frames
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.frames < 1 or args.size < 8 or args.margin < 0:
         p.error("--frames must be >= 1, --size >= 8, --margin >= 0")
-    Stop.install()
+    STOP.arm()
     run = Run(files.output_dir(args.output_dir), files.checkpoint_dir(), "faces.log")
     if not args.input.is_dir():
         run.log(f"error: --input {args.input} is not a folder", err=True)
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         rel = path.relative_to(args.input).as_posix()
         if rel in done:
             continue
-        if Stop.requested():
+        if STOP.requested:
             break
         frames = read_frames(path, args.frames)
         if frames is None:
@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
     rows = (
         [json.loads(ln) for ln in manifest.read_text().splitlines()] if manifest.is_file() else []
     )
-    stopped = Stop.requested() and len(rows) < len(paths)
+    stopped = STOP.requested and len(rows) < len(paths)
     summary = {
         "status": "interrupted" if stopped else "completed",
         "files": len(paths),
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     files.atomic_write_json(run.out / "summary.json", summary)
     run.log(f"faces: {made} files read ({len(rows) - made} done before), {frames_seen} frames, "
             f"{found_total} with a face")  # fmt: skip
-    return 128 + int(Stop.signum or 15) if stopped else 0
+    return 128 + int(STOP.signum or 15) if stopped else 0
 
 
 if __name__ == "__main__":

@@ -1,80 +1,32 @@
-"""Atomic files, the run's log, and the stop flag: the launch contract's plumbing.
+"""The run's folders, log and stop flag: the launch contract's plumbing, on launchkit.
 
-Every file is written to a hidden temporary beside its target, fsynced, then os.replace()d over
-it: a reader (the launcher's sync, a resumed run) sees the old file or the whole new one.
+Every file is written whole or not at all (launchkit: temporary, fsync, rename): a reader (the
+launcher's pull, a resumed run) sees the old file or the whole new one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import launchkit as lk
+from launchkit import append_jsonl, atomic_write_bytes, atomic_write_json
+
+__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_json"]  # from launchkit
+
 EXIT_USAGE = 2
 
 
-class Stop:
-    """Set by SIGTERM/SIGINT, polled between batches and videos (a flag is signal-safe)."""
-
-    signum: int | None = None
-
-    @classmethod
-    def handler(cls, signum: int, _frame: Any) -> None:
-        if cls.signum is None:
-            cls.signum = signum
-
-    @classmethod
-    def requested(cls) -> bool:
-        return cls.signum is not None
-
-    @classmethod
-    def install(cls) -> None:
-        import signal
-
-        signal.signal(signal.SIGTERM, cls.handler)
-        signal.signal(signal.SIGINT, cls.handler)
+# The run's stop flag: armed by each command (SIGTERM/SIGINT set it), polled between batches and
+# videos. launchkit's, as every workload's.
+STOP = lk.StopFlag()
 
 
 class UsageError(Exception):
     """Bad input (missing data, unusable checkpoint...): one line on stderr, exit 2."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One line per call, flushed and fsynced: a sync mid-run sees whole lines only."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -84,11 +36,11 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def output_dir(given: Path | None) -> Path:
-    return given or Path(os.environ.get("LAUNCH_OUTPUT_DIR") or "outputs")
+    return given or lk.output_dir()
 
 
 def checkpoint_dir() -> Path:
-    return Path(os.environ.get("LAUNCH_CHECKPOINT_DIR") or "checkpoints")
+    return lk.checkpoint_dir()
 
 
 class Run:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files
-from .files import EXIT_USAGE, Run, Stop, UsageError
+from .files import EXIT_USAGE, STOP, Run, UsageError
 
 DEFAULT_PROMPTS = (
     "a news anchor speaking to the camera in a studio",
@@ -159,7 +159,7 @@ def contact_sheet(frames: Any) -> Any:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    Stop.install()
+    STOP.arm()
     run = Run(files.output_dir(args.output_dir), files.checkpoint_dir(), "generate.log")
     try:
         return generate(args, run)
@@ -205,7 +205,7 @@ def generate(args: argparse.Namespace, run: Run) -> int:
     load_seconds = time.monotonic() - t_load
     status, exit_code = "completed", 0
     for i in todo:
-        if Stop.requested():
+        if STOP.requested:
             break
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -237,8 +237,8 @@ def generate(args: argparse.Namespace, run: Run) -> int:
         done[i] = clip
         files.atomic_write_json(run.ckpt / STATE, {"clips": [done[k] for k in sorted(done)]})
         run.log(f"clip {i + 1}/{len(prompts)}: {clip['video']} in {seconds:.2f}s")
-    if Stop.requested() and len(done) < len(prompts):
-        sig = Stop.signum or 15
+    if STOP.requested and len(done) < len(prompts):
+        sig = STOP.signum or 15
         status, exit_code = "interrupted", 128 + int(sig)
         run.log(f"stopped by signal {sig}: {len(done)}/{len(prompts)} clips done, state saved")
     timed = [done[k]["seconds"] for k in todo if k in done]  # clips made by this run

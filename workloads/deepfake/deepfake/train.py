@@ -36,7 +36,7 @@ import torch
 
 from . import ckpt, files
 from .data import FaceSet, FaceStats, load_split, scan, write_synthetic
-from .files import EXIT_USAGE, Run, Stop, UsageError
+from .files import EXIT_USAGE, STOP, Run, UsageError
 from .loop import better, train_epoch, validate
 from .models import BACKBONES, Detector, Spec, build, count_parameters, member_names, rebuild
 from .runtime import Amp, device_name, peak_memory_mb, pick_device
@@ -100,7 +100,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    Stop.install()
+    STOP.arm()
     run = Run(files.output_dir(args.output_dir), files.checkpoint_dir(), "training.log")
     try:
         return train(args, run)
@@ -134,8 +134,8 @@ def load_data(args: argparse.Namespace, run: Run) -> tuple[dict[str, Any], FaceS
             # a fixed mix of both classes: by name hash, not by folder order
             chosen = sorted(chosen, key=lambda i: hashlib.sha1(i.path.name.encode()).digest())
             chosen = sorted(chosen[: args.max_files], key=lambda i: i.path)
-        loaded = load_split(chosen, faces, stats, Stop.requested) if chosen else None
-        if Stop.requested():
+        loaded = load_split(chosen, faces, stats, lambda: STOP.requested) if chosen else None
+        if STOP.requested:
             return splits, stats, root
         splits[split] = loaded if loaded is not None and len(loaded[1]) else None
     for split in ("train", "val"):
@@ -234,7 +234,7 @@ def train(args: argparse.Namespace, run: Run) -> int:
         })  # fmt: skip
 
     speed = None
-    if args.amp_compare_steps and not Stop.requested():
+    if args.amp_compare_steps and not STOP.requested:
         from .bench import train_speed
 
         speed = train_speed(detector, args.img_size, device, args.batch_size,
@@ -248,20 +248,20 @@ def train(args: argparse.Namespace, run: Run) -> int:
     train_seconds, samples = 0.0, 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    last = (start_epoch, snapshot(start_epoch)) if not Stop.requested() else (start_epoch, b"")
-    if Stop.requested() or not splits:
+    last = (start_epoch, snapshot(start_epoch)) if not STOP.requested else (start_epoch, b"")
+    if STOP.requested or not splits:
         pass
     else:
         x_tr, y_tr = torch.from_numpy(splits["train"][0]), torch.from_numpy(splits["train"][1])
         x_val, y_val = torch.from_numpy(splits["val"][0]), splits["val"][1]
         for epoch in range(start_epoch + 1, args.epochs + 1):
-            if Stop.requested():
+            if STOP.requested:
                 break
             t0 = time.monotonic()
             lr = opt.param_groups[0]["lr"]
             result = train_epoch(detector, opt, amp, x_tr, y_tr, batch_size=args.batch_size,
                                  seed=args.seed, epoch=epoch, device=device,
-                                 should_stop=Stop.requested)  # fmt: skip
+                                 should_stop=lambda: STOP.requested)  # fmt: skip
             if result is None:
                 break
             loss, acc, seen = result
@@ -288,15 +288,15 @@ def train(args: argparse.Namespace, run: Run) -> int:
                     f"val_loss={record['val_loss']:.4f} val_acc={record['val_accuracy']:.3f} "
                     f"val_auc={record['val_auc']} {seconds:.2f}s")  # fmt: skip
             if args.epoch_seconds:
-                while time.monotonic() < t0 + args.epoch_seconds and not Stop.requested():
+                while time.monotonic() < t0 + args.epoch_seconds and not STOP.requested:
                     time.sleep(0.05)
 
     evaluation = bench = None
-    if Stop.requested():
+    if STOP.requested:
         status = "interrupted"
         if last[1]:
             ckpt.save(run.ckpt, *last)
-        sig = Stop.signum or signal.SIGTERM
+        sig = STOP.signum or signal.SIGTERM
         name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
         run.log(f"checkpoint saved on {name} at epoch {last[0]}" if last[1] else
                 f"stopped by {name} before training started")  # fmt: skip

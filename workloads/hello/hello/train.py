@@ -1,7 +1,8 @@
 """Train a logistic-regression classifier with minibatch SGD (momentum) on two Gaussian blobs.
 
-Standard library only, CPU only, a second or two for the default 20 epochs. It follows the
-launch workload contract, so a run can stop on one machine and continue on another:
+Standard library only (and launchkit, which every bundle carries), CPU only, a second or two
+for the default 20 epochs. It follows the launch workload contract with launchkit's helpers, so
+a run can stop on one machine and continue on another:
 
   LAUNCH_OUTPUT_DIR      one JSON line per epoch in metrics.jsonl; summary.json at the end
                          (default ./outputs)
@@ -20,17 +21,16 @@ import json
 import math
 import os
 import random
-import re
-import signal
 import sys
 import time
 from typing import Any
+
+import launchkit as lk
 
 FORMAT = "hello-ckpt/1"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 KEEP_CHECKPOINTS = 3
-CKPT_RE = re.compile(r"^ckpt-epoch-(\d+)\.json$")
 
 N_POINTS = 2000  # the whole synthetic dataset; 20% is held out for accuracy
 BATCH_SIZE = 32
@@ -42,25 +42,9 @@ EXIT_BAD_RESUME = 2
 EXIT_INJECTED_FAILURE = 3
 
 
-class Stop:
-    """Set by SIGTERM/SIGINT. A plain flag read by polling: safe to set from a signal handler
-    (threading.Event.set can deadlock when the handler interrupts the same thread's wait)."""
-
-    signum: int | None = None
-
-    @classmethod
-    def handler(cls, signum: int, _frame: Any) -> None:
-        if cls.signum is None:
-            cls.signum = signum
-
-    @classmethod
-    def requested(cls) -> bool:
-        return cls.signum is not None
-
-
-def pace_until(deadline: float) -> bool:
+def pace_until(deadline: float, stop: lk.StopFlag) -> bool:
     """Sleep until `deadline` (monotonic) in short slices; False as soon as a stop is asked."""
-    while not Stop.requested():
+    while not stop.requested:
         left = deadline - time.monotonic()
         if left <= 0:
             return True
@@ -110,61 +94,14 @@ def evaluate(w: list[float], data: list[tuple[float, float, int]]) -> tuple[floa
 # ----------------------------------------------------------------------------- files
 
 
-def atomic_write(path: str, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one."""
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, "." + name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def append_metrics(path: str, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def checkpoint_name(epoch: int) -> str:
     return f"ckpt-epoch-{epoch:04d}.json"
 
 
-def save_checkpoint(directory: str, state: dict[str, Any]) -> str:
-    """Write the checkpoint of `state` atomically, then keep only the newest few."""
-    path = os.path.join(directory, checkpoint_name(state["epoch"]))
-    atomic_write(path, json.dumps(state, sort_keys=True))
-    prune_checkpoints(directory, keep_path=path)
-    return path
-
-
-def prune_checkpoints(directory: str, keep_path: str) -> None:
-    found = []
-    for name in os.listdir(directory):
-        m = CKPT_RE.match(name)
-        if m:
-            found.append((int(m.group(1)), name))
-    found.sort(reverse=True)
-    keep = os.path.basename(keep_path)
-    for _, name in found[KEEP_CHECKPOINTS:]:
-        if name == keep:
-            continue
-        try:
-            os.remove(os.path.join(directory, name))
-        except FileNotFoundError:
-            pass
+def save_checkpoint(state: dict[str, Any]) -> None:
+    """The checkpoint of `state`, written whole or not at all; the newest few are kept."""
+    data = json.dumps(state, sort_keys=True).encode()
+    lk.save_checkpoint(lk.checkpoint_dir(), checkpoint_name(state["epoch"]), data, KEEP_CHECKPOINTS)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
@@ -225,14 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(line_buffering=True)
-    signal.signal(signal.SIGTERM, Stop.handler)
-    signal.signal(signal.SIGINT, Stop.handler)
-
-    out_dir = os.environ.get("LAUNCH_OUTPUT_DIR") or "outputs"
-    ckpt_dir = os.environ.get("LAUNCH_CHECKPOINT_DIR") or "checkpoints"
-    resume_path = os.environ.get("LAUNCH_RESUME_FROM") or None
-    os.makedirs(out_dir, exist_ok=True)
-    os.makedirs(ckpt_dir, exist_ok=True)
+    stop = lk.StopFlag.install()
+    out_dir = lk.output_dir()
+    lk.checkpoint_dir()
+    resume_path = lk.resume_from()
 
     greeting = os.environ.get("HELLO_GREETING")
     if greeting:
@@ -280,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "time": time.time(),
         }
 
-    metrics_path = os.path.join(out_dir, METRICS)
+    metrics_path = out_dir / METRICS
     last_state = snapshot(start_epoch)  # what a stop now must save: the last completed epoch
     done = start_epoch
     status = "completed"
@@ -293,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
 
     for epoch in range(start_epoch + 1, args.epochs + 1):
-        if Stop.requested():
+        if stop.requested:
             break
         if args.fail_at_epoch is not None and epoch == args.fail_at_epoch:
             print(f"error: injected failure at epoch {epoch} (--fail-at-epoch)", file=sys.stderr)
@@ -318,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 velocity[j] = MOMENTUM * velocity[j] - args.lr * g[j] / len(batch)
                 weights[j] += velocity[j]
             if args.epoch_seconds and not pace_until(
-                t0 + args.epoch_seconds * (b + 1) / len(batches)
+                t0 + args.epoch_seconds * (b + 1) / len(batches), stop
             ):
                 aborted = True
                 break
@@ -333,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         samples += len(train)
         loss = running / len(train)
         _, acc = evaluate(weights, held_out)
-        append_metrics(
+        lk.append_jsonl(
             metrics_path,
             {
                 "epoch": epoch,
@@ -345,17 +278,15 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         last_state = snapshot(epoch)
-        save_checkpoint(ckpt_dir, last_state)
+        save_checkpoint(last_state)
         done = epoch
         print(f"epoch {epoch}/{args.epochs} loss={loss:.4f} acc={acc:.3f}")
 
-    if Stop.requested() and status == "completed":
+    if stop.requested and status == "completed":
         status = "interrupted"
-        save_checkpoint(ckpt_dir, last_state)
-        sig = Stop.signum or signal.SIGTERM
-        name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
-        print(f"checkpoint saved on {name} at epoch {last_state['epoch']}")
-        exit_code = 128 + int(sig)
+        save_checkpoint(last_state)
+        print(f"checkpoint saved on {stop.name} at epoch {last_state['epoch']}")
+        exit_code = stop.exit_code
 
     final_loss, final_acc = evaluate(weights, held_out)
     train_loss, _ = evaluate(weights, train)
@@ -373,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "resumed_from": resumed_from,
         "weights": [round(v, 6) for v in weights],
     }
-    atomic_write(os.path.join(out_dir, SUMMARY), json.dumps(summary, indent=2) + "\n")
+    lk.atomic_write_text(out_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     if status == "completed":
         print(f"done: {done} epochs, loss={train_loss:.4f} acc={final_acc:.3f}")
     return exit_code

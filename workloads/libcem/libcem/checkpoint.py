@@ -1,62 +1,29 @@
-"""Atomic files and checkpoints: what lets a run stop on one machine and continue on another.
+"""Checkpoints: what lets a run stop on one machine and continue on another.
 
-Every file is written to a hidden temporary beside its target, fsynced, then os.replace()d over
-it, and the folder is fsynced: a reader (the launcher's sync, a resumed run) sees the old file or
-the whole new one, never half of it. Checkpoints keep the newest KEEP of ckpt-epoch-NNNN.pt.
+Files are written with launchkit (shipped in every bundle): whole or not at all, so a reader
+(the launcher's pull, a resumed run) never sees half of one. Checkpoints keep the newest KEEP of
+ckpt-epoch-NNNN.pt; loading checks them (weights only: a pulled file must not run code).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import random
 import re
 from pathlib import Path
 from typing import Any
 
+import launchkit as lk
 import numpy as np
 import torch
+from launchkit import append_jsonl, atomic_write_bytes, atomic_write_json
+
+__all__ = ["append_jsonl", "atomic_write_bytes", "atomic_write_json"]  # from launchkit
 
 FORMAT = "libcem-ckpt/1"
 KEEP = 3
 CKPT_RE = re.compile(r"^ckpt-epoch-(\d+)\.pt$")
 REQUIRED = ("format", "epoch", "model", "optimizer", "scheduler", "rng", "config", "history")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One line per call, flushed and fsynced: a sync mid-run sees whole lines only."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def torch_bytes(obj: Any) -> bytes:
@@ -71,16 +38,7 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
 
 def save_checkpoint(directory: Path, epoch: int, data: bytes) -> Path:
     """Write a serialized state atomically as the checkpoint of `epoch`, keep the newest KEEP."""
-    path = checkpoint_path(directory, epoch)
-    atomic_write_bytes(path, data)
-    found = sorted(
-        ((int(m.group(1)), p) for p in directory.iterdir() if (m := CKPT_RE.match(p.name))),
-        reverse=True,
-    )
-    for _, old in found[KEEP:]:
-        if old != path:
-            old.unlink(missing_ok=True)
-    return path
+    return lk.save_checkpoint(directory, checkpoint_path(directory, epoch).name, data, KEEP, CKPT_RE)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
