@@ -21,11 +21,13 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from launcher.errors import SpecError, SpecProblem
 from launcher.gpus import GPUS, expand_gpu
+from launcher.registry import is_reference
 from launcher.spec_base import (
     Duration,
     EnvName,
     FolderName,
     GpuName,
+    ImageName,
     KaggleRef,
     SecretName,
     Slug,
@@ -174,8 +176,12 @@ class JobSpec(StrictModel):
 
     name: Annotated[Slug, Field(description="Job name: a-z, 0-9, '-', '_'; up to 63 chars.")]
     image: Annotated[
-        FolderName | None,
-        Field(description="Image folder under images/ (Dockerfile + requirements.txt)."),
+        ImageName | None,
+        Field(
+            description="Image folder under images/ (Dockerfile + requirements.txt), built here "
+            "(and pushed to $LAUNCH_REGISTRY for targets that pull); or a registry image "
+            "(pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime, ghcr.io/org/img:tag)."
+        ),
     ] = None
     workload: Annotated[
         str | None,
@@ -260,7 +266,15 @@ class JobSpec(StrictModel):
 
     @property
     def image_dir(self) -> Path | None:
-        return self._project_root / "images" / self.image if self.image else None
+        """The image folder the job's image is built from (None for a registry image)."""
+        if not self.image or is_reference(self.image):
+            return None
+        return self._project_root / "images" / self.image
+
+    @property
+    def image_ref(self) -> str | None:
+        """The registry image the job names (None for an image folder)."""
+        return self.image if self.image and is_reference(self.image) else None
 
     def resolved_dict(self) -> dict[str, Any]:
         """The validated spec as plain JSON data (profiles removed): what a run record keeps."""

@@ -149,6 +149,13 @@ Slug = Annotated[
     ),
 ]
 FolderName = Annotated[str, _Matches(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", "expected a folder name")]
+ImageName = Annotated[
+    str,
+    _Matches(
+        r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$",
+        "expected an image folder under images/ or a registry image (name:tag)",
+    ),
+]
 EnvName = Annotated[
     str,
     _Matches(r"^[A-Za-z_][A-Za-z0-9_]*$", "expected an environment variable name"),

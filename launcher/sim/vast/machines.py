@@ -98,7 +98,9 @@ class Machines(Protocol):
 
 
 class DockerMachines:
-    """Instances as containers on the local docker engine (never pulls: images must exist)."""
+    """Instances as containers on the local docker engine. An image named with a registry host
+    (127.0.0.1:5000/..., ghcr.io/...) is pulled from it, as Vast does; a bare name must exist on
+    the engine (the emulator's stand-in for images every host has)."""
 
     kind = "docker"
 
@@ -137,6 +139,15 @@ class DockerMachines:
             }
         else:
             how = {"command": req.args} if req.args else {}
+        if _from_a_registry(req.image):
+            # as a Vast host does: the image comes from its registry (a host never has it)
+            repository, _, tag = req.image.rpartition(":")
+            if "/" in tag or not repository:
+                repository, tag = req.image, "latest"
+            try:
+                self._client.images.pull(repository, tag=tag)
+            except self._errors.APIError as e:
+                raise MachineError(f"image pull failed: {e.explanation or e}") from e
         try:
             c = self._client.containers.create(
                 req.image,
@@ -150,7 +161,8 @@ class DockerMachines:
             )
         except self._errors.ImageNotFound as e:
             raise MachineError(
-                f"image {req.image!r} is not on the local engine (the emulator never pulls)"
+                f"image {req.image!r} is not on the local engine (the emulator pulls only "
+                "images named with a registry host)"
             ) from e
         except self._errors.APIError as e:
             raise MachineError(f"docker create failed: {e.explanation or e}") from e
@@ -247,6 +259,11 @@ class DockerMachines:
         )
         for c in found:
             self.remove(str(c.id))
+
+
+def _from_a_registry(image: str) -> bool:
+    first = image.split("/", 1)[0]
+    return "/" in image and ("." in first or ":" in first or first == "localhost")
 
 
 def pick_machines(owner: str, kind: str = "auto", workdir: Any = None) -> Machines:

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from launcher.targets.base import Plan, PlanOption
 from launcher.targets.kaggle.client import KaggleClient
-from launcher.targets.kaggle.lowering import SHAPES, gpu_problems, lower_image
+from launcher.targets.kaggle.lowering import SHAPES, gpu_problems
 from launcher.targets.kaggle.options import KaggleOptions
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
 def quota_left(client: KaggleClient, accelerator: str) -> tuple[float, float | None]:
@@ -19,7 +24,9 @@ def quota_left(client: KaggleClient, accelerator: str) -> tuple[float, float | N
     return used, (allowed - used if allowed else None)
 
 
-def make_plan(spec: Any, client: KaggleClient) -> Plan:
+def make_plan(
+    spec: JobSpec, client: KaggleClient, home: Path, notify: Callable[[str], None]
+) -> Plan:
     opts: KaggleOptions = spec.targets.for_target("kaggle")
     gpu = spec.resources.gpu.count > 0
     session_s = opts.session_hours * 3600
@@ -69,5 +76,10 @@ def make_plan(spec: Any, client: KaggleClient) -> Plan:
         option = PlanOption(name="CPU", price_per_hour=0)
         notes.append("a CPU session: no GPU quota is used")
     option.estimated_cost_usd = 0.0
-    notes.extend(f"warning: {w}" for w in lower_image(spec.image_dir).warnings)
+    from launcher.targets.kaggle.sessions import lower_for_kaggle
+
+    lowered = lower_for_kaggle(spec, opts, home, notify)
+    notes.extend(lowered.notes)
+    notes.extend(f"warning: {w}" for w in lowered.warnings)
+    problems.extend(f"{what}; fix: {fix}" for what, fix in lowered.problems)
     return Plan(target="kaggle", options=[option], notes=notes, problems=problems)

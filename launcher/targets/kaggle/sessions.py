@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from launcher.errors import SubmitError
+from launcher.errors import SubmitError, TargetUnavailableError
+from launcher.lowering import STACKS, Lowered, frozen_requirements, lower
 from launcher.targets.base import AttemptSpec, Ledger, Phase
 from launcher.targets.base import TargetStatus as TS
 from launcher.targets.jobfiles import AgentStatus, agent_phase
@@ -16,7 +17,7 @@ from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient, KernelSession
 from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared, KernelJob
 from launcher.targets.kaggle.kernel import kernel_source
-from launcher.targets.kaggle.lowering import gpu_problems, lower_image
+from launcher.targets.kaggle.lowering import gpu_problems
 from launcher.targets.kaggle.options import KaggleOptions
 
 if TYPE_CHECKING:
@@ -158,12 +159,40 @@ def explain_secrets(home: Path, secrets: list[str], notify: Callable[[str], None
     mark.touch()
 
 
+def lower_for_kaggle(
+    spec: JobSpec, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
+) -> Lowered:
+    """The job's image lowered for Kaggle, its GPU problems found against Kaggle's driver: the
+    image folder's requirements file (targets.kaggle.requirements names which), or for a
+    registry image that file relative to the project, else what the image has installed."""
+    gpu = spec.resources.gpu.count > 0
+    key = "targets.kaggle.requirements"
+    if spec.image_dir is not None:
+        req = spec.image_dir / opts.requirements
+        label = f"images/{spec.image}/{opts.requirements}"
+    elif spec.image_ref is not None and opts.requirements != "requirements.txt":
+        req, label = spec.project_root / opts.requirements, opts.requirements
+    elif spec.image_ref is not None:
+        req = frozen_requirements(spec.image_ref, home, notify)
+        label = f"what {spec.image_ref} has installed"
+    else:
+        return Lowered()
+    if opts.requirements != "requirements.txt" and not req.is_file():
+        raise TargetUnavailableError(f"{key}: {req} does not exist")
+    stack = STACKS["kaggle"]
+    return lower(req, stack, gpu=gpu, label=label, image_dir=spec.image_dir, option_key=key)
+
+
 def kernel_job(
     spec: JobSpec, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
 ) -> KernelJob:
-    """The job's part of every session's kernel configuration; warns (before anything is
-    pushed) about what the image or the job needs that Kaggle cannot give."""
-    lowered = lower_image(spec.image_dir)
+    """The job's part of every session's kernel configuration. What the image or the job needs
+    that Kaggle cannot give: a requirement Kaggle's GPU cannot run is refused (with the fix)
+    before anything is pushed, the rest is warned about."""
+    lowered = lower_for_kaggle(spec, opts, home, notify)
+    if lowered.problems:
+        what, fix = lowered.problems[0]
+        raise TargetUnavailableError(what, hint=fix)
     for warning in lowered.warnings:
         notify(f"warning: {warning}")
     if spec.resources.gpu.count > 0:

@@ -119,7 +119,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         return CheckResult(ok=True, details={"api": api_url(), "credentials": creds.source})
 
     def plan(self, spec: JobSpec) -> Plan:
-        return make_plan(spec, self.client)
+        return make_plan(spec, self.client, self.home, self.notify)
 
     # ---- prepare / submit -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -87,6 +87,45 @@ class DockerClient:
             return None
         except docker.errors.APIError as e:
             raise TargetError(f"inspect image {ref}: {e.explanation}") from e
+
+    def tag(self, source: str, ref: str) -> None:
+        """Give the local image `source` the name `ref` (registry/repository:tag)."""
+        repository, _, tag = ref.rpartition(":")
+        with _translated(f"tag {source} as {ref}"):
+            self._client.images.get(source).tag(repository, tag=tag)  # pyright: ignore[reportUnknownMemberType]
+
+    def push(self, ref: str, on_line: Callable[[str], None] = lambda _l: None) -> None:
+        """Push `ref` to its registry; layers the registry has are not sent again."""
+        repository, _, tag = ref.rpartition(":")
+        with _translated(f"push {ref}"):
+            stream = cast(
+                "Iterable[dict[str, Any]]",
+                self._client.api.push(  # pyright: ignore[reportUnknownMemberType]
+                    repository, tag=tag, stream=True, decode=True
+                ),
+            )
+            for entry in stream:
+                if entry.get("error"):
+                    raise TargetError(f"push {ref}: {entry['error']}")
+                if entry.get("status"):
+                    on_line(str(entry["status"]))
+
+    def pull(self, ref: str) -> str:
+        """Pull `ref` from its registry; the image id."""
+        repository, _, tag = (
+            ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+        )
+        with _translated(f"pull {ref}"):
+            image = self._client.images.pull(repository, tag=tag or "latest")
+        return str(image.id)
+
+    def run_once(self, image: str, command: list[str]) -> str:
+        """Run `command` in a throwaway container of `image`; its stdout."""
+        with _translated(f"run {' '.join(command)} in {image}"):
+            out = self._client.containers.run(
+                image, command, entrypoint=[], remove=True, stdout=True, stderr=False
+            )
+        return bytes(out).decode("utf-8", "replace")
 
     def build(
         self,

@@ -157,7 +157,12 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
         bundle = job_bundle(spec, self.home, self.notify)
         image: str | None = None
         python: str | None = None
-        if runtime == "docker":
+        if runtime == "docker" and spec.image_ref is not None:
+            if self._docker().image_id(spec.image_ref) is None:
+                self.notify(f"pulling {spec.image_ref}")
+                self._docker().pull(spec.image_ref)
+            image = spec.image_ref
+        elif runtime == "docker":
             from launcher.images import ensure_image
 
             # the build's own output is noise unless it fails; the error carries its tail
@@ -174,8 +179,15 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
             if ref.built:
                 self.notify(f"built {ref.tag} in {ref.seconds:.1f}s")
         else:
+            if spec.image_ref is not None:
+                raise TargetUnavailableError(
+                    f"the process runtime builds a virtualenv from an image folder's "
+                    f"requirements; {spec.image_ref} is a registry image",
+                    hint="run it on docker (targets.local.runtime: docker), or name an image "
+                    "folder under images/",
+                )
             req_name = spec.targets.for_target("local").requirements
-            req = spec.project_root / "images" / spec.image / req_name if spec.image else None
+            req = spec.image_dir / req_name if spec.image_dir else None
             if req is not None and req_name != "requirements.txt" and not req.is_file():
                 raise SubmitError(f"targets.local.requirements: {req} does not exist")
             python = str(process.ensure_env(self.home, req))

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.gpus import vast_name
+from launcher.lowering import cuda_needed
 from launcher.targets.vast.options import VastOptions
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 # `vastai search offers` takes GB; the API wants MB, and the CLI multiplies by 1000 (not 1024).
 _MB_PER_GB = 1000
 
 
-def offer_query(spec: Any, opts: VastOptions, *, limit: int = 20) -> dict[str, Any]:
-    """The search body for this job: every hard need as a filter, cheapest first.
+def offer_query(spec: JobSpec, opts: VastOptions, *, limit: int = 20) -> dict[str, Any]:
+    """The search body for this job: every hard need as a filter, cheapest first. Without
+    targets.vast.min_cuda, a GPU job's image says which CUDA the host driver must run.
 
     A job with `gpu.count: 0` filters on no GPU at all: Vast rents whole GPU machines, so a CPU
     job simply gets the cheapest one that fits the rest.
@@ -38,8 +43,14 @@ def offer_query(spec: Any, opts: VastOptions, *, limit: int = 20) -> dict[str, A
         q["cpu_cores_effective"] = {"gte": res.cpus}
     if res.memory_gb:
         q["cpu_ram"] = {"gte": res.memory_gb * _MB_PER_GB}
-    if opts.min_cuda:
-        q["cuda_max_good"] = {"gte": float(opts.min_cuda)}
+    cuda = float(opts.min_cuda) if opts.min_cuda else None
+    if cuda is None and gpu.count and opts.image is None:
+        # the image's base or its framework pins (PyPI's torch 2.13 bundles CUDA 13) decide
+        # which host drivers can run it
+        need = cuda_needed(spec.image_dir)
+        cuda = float(need) if need is not None else None
+    if cuda is not None:
+        q["cuda_max_good"] = {"gte": cuda}
     if opts.min_reliability is not None:
         q["reliability"] = {"gte": opts.min_reliability}
     if opts.max_dph is not None:

@@ -7,28 +7,52 @@ Only the read-only search endpoint is called: nothing is rented, nothing is spen
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from launcher import registry
 from launcher.targets.base import Plan, PlanOption
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.client import VastClient
 from launcher.targets.vast.options import VastOptions
 
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
+
 PLAN_LIMIT = 200  # offers fetched for one plan: enough to rank, small enough to be quick
 
 
-def plan_vast(client: VastClient, spec: Any) -> Plan:
-    opts: VastOptions = spec.targets.for_target("vast")
-    plan = Plan(target="vast")
+def image_problem(spec: JobSpec, opts: VastOptions) -> str | None:
+    """Why an instance could not get the job's image (None when it can): Vast pulls images
+    from a registry, so an image folder built here needs one to be pushed to."""
     if not (opts.image or spec.image):
-        plan.problems.append(
+        return (
             "the vast target runs an image, and this job names none "
             "(set `image:` or `targets.vast.image`)"
+        )
+    if opts.image is None and spec.image_dir is not None and registry.configured() is None:
+        return (
+            f"the vast target pulls the job's image from a registry, and images/{spec.image} "
+            f"is built on this machine: {registry.REGISTRY_HINT}; or set targets.vast.image to "
+            "a registry image"
+        )
+    return None
+
+
+def plan_vast(client: VastClient, spec: JobSpec) -> Plan:
+    opts: VastOptions = spec.targets.for_target("vast")
+    plan = Plan(target="vast")
+    image = image_problem(spec, opts)
+    if image is not None:
+        plan.problems.append(image)
+    elif spec.image_dir is not None and opts.image is None:
+        plan.notes.append(
+            f"images/{spec.image} is built here and pushed to {registry.configured()} "
+            "(once per content) for the instance to pull"
         )
     missing = [s for s in spec.secrets if s not in os.environ]
     if missing:
         plan.problems.append(f"secret(s) not set in this shell: {', '.join(missing)}")
-    kaggle_inputs = [i.name for i in spec.inputs if i.path is None]
+    kaggle_inputs = [str(i.name) for i in spec.inputs if i.path is None]
     if kaggle_inputs:
         plan.problems.append(
             f"input(s) {', '.join(kaggle_inputs)} are Kaggle datasets; "
@@ -67,7 +91,7 @@ def plan_vast(client: VastClient, spec: Any) -> Plan:
     return plan
 
 
-def _cost_notes(plan: Plan, spec: Any, opts: VastOptions) -> None:
+def _cost_notes(plan: Plan, spec: JobSpec, opts: VastOptions) -> None:
     hours, cap = spec.limits.max_hours, spec.limits.max_cost_usd
     if opts.interruptible:
         plan.notes.append(

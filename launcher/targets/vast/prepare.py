@@ -7,10 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from launcher import registry
 from launcher.errors import TargetUnavailableError
 from launcher.targets.jobfiles import agent_config, job_bundle, local_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
+from launcher.targets.vast.plan import image_problem
 from launcher.targets.vast.workspace import VastPrepared, unpacked_bundle
 
 if TYPE_CHECKING:
@@ -21,18 +23,16 @@ def prepare_vast(
     spec: JobSpec, run_id: str, home: Path, notify: Callable[[str], None]
 ) -> VastPrepared:
     opts: VastOptions = spec.targets.for_target("vast")
-    image = opts.image or spec.image
-    if not image:
-        raise TargetUnavailableError(
-            "the vast target runs an image, and this job names none",
-            hint="set `image:` or `targets.vast.image: <registry image>`",
-        )
+    problem = image_problem(spec, opts)
+    if problem is not None:
+        raise TargetUnavailableError(problem)
     missing = [s for s in spec.secrets if s not in os.environ]
     if missing:
         raise TargetUnavailableError(
             f"secret(s) not set in this shell: {', '.join(missing)}",
             hint="export them before `launch run`; their values never enter the bundle",
         )
+    image = opts.image or spec.image_ref or _published(spec, home, notify)
     bundle = job_bundle(spec, home, notify)
     return VastPrepared(
         run_id=run_id,
@@ -49,3 +49,28 @@ def prepare_vast(
         # unpacked now (local work), pushed file by file once the instance answers
         bundle_dir=str(unpacked_bundle(bundle.path, bundle.digest)),
     )
+
+
+def _published(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> str:
+    """Build the job's image folder here and push it to $LAUNCH_REGISTRY (once per content);
+    the reference the instance pulls."""
+    from launcher.images import ensure_image
+    from launcher.targets.local.docker_client import DockerClient
+
+    reg = registry.configured()
+    assert reg is not None and spec.image is not None  # image_problem said so
+    if not DockerClient.engine_answers():
+        raise TargetUnavailableError(
+            f"images/{spec.image} must be built here to be pushed to {reg}, and no docker "
+            "engine answers",
+            hint="start docker, or set targets.vast.image to an image already in a registry",
+        )
+    docker = DockerClient()
+    ref = ensure_image(
+        docker,
+        spec.project_root,
+        spec.image,
+        on_line=lambda _line: None,
+        on_build=lambda tag: notify(f"building image {tag}"),
+    )
+    return registry.publish(docker, ref.tag, reg, home, notify)

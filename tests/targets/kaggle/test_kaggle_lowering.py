@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from launcher.lowering import STACKS, lower
 from launcher.sim.kaggle import KaggleSim
 from launcher.spec import load_spec
 from launcher.targets.kaggle.client import Credentials, KaggleClient
 from launcher.targets.kaggle.kernel import kernel_source
-from launcher.targets.kaggle.lowering import lower_image
 from launcher.targets.kaggle.target import KaggleTarget
 from tests.targets.kaggle.conftest import KEY, USER, launch, record
 
@@ -30,14 +30,19 @@ def test_lowering_reads_pins_and_warns_about_a_cuda_major_kaggle_lacks(tmp_path:
         "# pinned\nsetuptools==66.1.0\nwheel>=0.30  # any recent\n--find-links /wheels\n",
         "nvidia/cuda:11.8.0-runtime-ubuntu22.04",
     )
-    low = lower_image(tmp_path / "images" / "reqtest")
+    folder = tmp_path / "images" / "reqtest"
+    low = lower(folder / "requirements.txt", STACKS["kaggle"], gpu=True, image_dir=folder)
     assert [(r["name"], r["op"], r["version"]) for r in low.requirements] == [
         ("setuptools", "==", "66.1.0"),
         ("wheel", ">=", "0.30"),
     ]
     assert low.pip_options == ["--find-links", "/wheels"]
     assert any("CUDA 11" in w and "CUDA 12" in w for w in low.warnings)
-    assert lower_image(Path(__file__).parents[3] / "images" / "violence").warnings == []
+    violence_dir = Path(__file__).parents[3] / "images" / "violence"
+    violence = lower(
+        violence_dir / "requirements.txt", STACKS["kaggle"], gpu=True, image_dir=violence_dir
+    )
+    assert violence.warnings == [] and violence.problems == []
 
 
 @pytest.mark.parametrize(
@@ -149,3 +154,61 @@ def test_launch_plan_on_kaggle_through_the_cli_starts_nothing(
     assert result["options"][0]["name"] == "CPU"
     assert not any(c.endswith(("/SaveKernel", "/CreateDataset")) for c in sim.calls[before:])
     assert not (project / "runs").exists()
+
+
+def test_a_torch_pin_kaggles_gpu_cannot_run_is_refused_at_plan_time_with_the_fix(
+    sim: KaggleSim, project: Path, kaggle_env: dict[str, str]
+) -> None:
+    """libcem pins torch==2.13.0, whose PyPI wheel is built for CUDA 13; Kaggle's driver runs
+    CUDA 12. Asked as written, `plan` and `run` refuse before anything is pushed; the job's own
+    requirements-kaggle.txt keeps Kaggle's torch and plans fine."""
+    before = len(sim.calls)
+    as_built = ("--set", "targets.kaggle.requirements=requirements.txt")
+    proc = launch(project, kaggle_env, "plan", "jobs/libcem.yaml", "--target", "kaggle", *as_built)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "torch==2.13.0 installs a build for CUDA 13" in proc.stdout
+    assert "download.pytorch.org/whl/cu126" in proc.stdout
+    assert "targets.kaggle.requirements" in proc.stdout
+    run = launch(
+        project, kaggle_env, "run", "jobs/libcem.yaml", "--target", "kaggle", "--profile", "smoke",
+        "--set", "resources.gpu.count=1", *as_built,
+    )  # fmt: skip
+    assert run.returncode == 3 and "CUDA 13" in run.stderr and "Traceback" not in run.stderr
+    assert not any(c.endswith(("/SaveKernel", "/CreateDataset")) for c in sim.calls[before:])
+    ok = launch(project, kaggle_env, "plan", "jobs/libcem.yaml", "--target", "kaggle", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    notes = json.loads(ok.stdout)["notes"]
+    assert any("torch>=2.6: uses Kaggle's own torch" in n for n in notes), notes
+
+
+def test_a_registry_image_is_lowered_to_what_it_has_installed(
+    sim: KaggleSim, project: Path, kaggle_env: dict[str, str], base_image: str, tmp_path: Path
+) -> None:
+    """Kaggle cannot run `image: <registry image>`: the kernel installs what `pip freeze` finds
+    in it (read once, with docker, here). The image here has a package Kaggle's (the sim's)
+    lacks and no index has, so the kernel says it tried to install exactly that."""
+    import subprocess
+
+    ref = "127.0.0.1:5999/lab/frozen:1"  # a registry-style name; the engine has it already
+    build = tmp_path / "frozen"
+    build.mkdir()
+    site = "/usr/local/lib/python3.11/dist-packages/launch_demo_pkg-1.0.dist-info"
+    (build / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN mkdir -p {site} && printf "
+        f"'Metadata-Version: 2.1\\nName: launch-demo-pkg\\nVersion: 1.0\\n' > {site}/METADATA\n"
+    )
+    subprocess.run(
+        ["docker", "build", "-q", "-t", ref, str(build)], check=True, capture_output=True
+    )
+    try:
+        proc = launch(
+            project, kaggle_env, "run", "jobs/hello.yaml", "--target", "kaggle",
+            "--profile", "smoke", "--set", f"image={ref}",
+        )  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rmi", ref], capture_output=True)
+    [lowered] = (Path(kaggle_env["LAUNCH_HOME"]) / "lowered").glob("*.txt")
+    assert f"pip freeze of {ref}" in lowered.read_text()
+    assert "launch-demo-pkg==1.0" in lowered.read_text().splitlines()
+    assert "installing launch-demo-pkg==1.0" in proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 6 and "pip could not install launch-demo-pkg==1.0" in proc.stderr

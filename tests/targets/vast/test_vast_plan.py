@@ -24,7 +24,12 @@ instances = vast_fixtures.instances
 
 
 def _spec(*overrides: str) -> Any:
-    return load_spec(REPO / "jobs" / "hello.yaml", profile="smoke", overrides=list(overrides))
+    """hello with a registry image: these tests are about offers, not about getting images
+    (test_vast_run.py pushes images/hello to a registry)."""
+    image = "targets.vast.image=ghcr.io/lab/hello:1"
+    return load_spec(
+        REPO / "jobs" / "hello.yaml", profile="smoke", overrides=[image, *overrides]
+    )
 
 
 @pytest.fixture
@@ -79,6 +84,7 @@ def test_plan_notes_the_cost_cap_and_interruptible_prices(target: VastTarget) ->
 def cli_env(vast_sim: VastSim, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("LAUNCH_VAST_URL", vast_sim.url)
     monkeypatch.setenv("VAST_API_KEY", KEY)
+    monkeypatch.setenv("LAUNCH_REGISTRY", "127.0.0.1:5999/lab")  # plan pushes nothing
     yield
 
 
@@ -97,6 +103,7 @@ def test_launch_plan_through_the_cli(project: Path, cli_env: None) -> None:
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["target"] == "vast" and plan["options"] and not plan["problems"]
+    assert any("pushed to 127.0.0.1:5999/lab" in n for n in plan["notes"]), plan["notes"]
     assert plan["options"][0]["estimated_cost_usd"] is not None  # hello.yaml sets max_hours
     table = _plan(project, "--set", "resources.gpu.count=1", "--limit", "3")
     assert table.returncode == 0 and "REL" in table.stdout, table.stdout

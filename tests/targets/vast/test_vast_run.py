@@ -19,10 +19,12 @@ import pytest
 from launcher.sim.vast import VastSim
 from launcher.targets.vast.options import VastOptions
 from tests.conftest import launch_cmd
+from tests.registry import catalog, registry
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import KEY
 
 vast_sim = vast_fixtures.vast_sim
+__all__ = ["registry"]  # the fixture, imported for pytest
 
 pytestmark = pytest.mark.docker
 
@@ -158,3 +160,32 @@ def test_max_cost_usd_stops_the_run_with_a_checkpoint_before_the_cap(
     summary = json.loads((out / "outputs" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 0 < summary["epochs_done"] < 200, summary
     assert (out / "checkpoints" / f"ckpt-epoch-{summary['epochs_done']:04d}.json").is_file()
+
+
+def test_an_image_folder_is_pushed_once_to_the_registry_and_the_instance_pulls_it(
+    project: Path, vast: VastSim, docker_env: str, registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The headline command's shape: `image: hello` is a folder here. Without a registry the
+    run is refused before anything is rented; with LAUNCH_REGISTRY the image is built, pushed
+    under its content tag, and the instance pulls it from there (the emulator pulls images
+    named with a registry host, as Vast does, so a missing push fails the boot)."""
+    smoke = ("run", "jobs/hello.yaml", "--target", "vast", "--profile", "smoke")
+    monkeypatch.delenv("LAUNCH_REGISTRY", raising=False)
+    refused = launch(project, *smoke)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "LAUNCH_REGISTRY" in refused.stderr and "Traceback" not in refused.stderr
+    assert vast.instances() == []
+    plan = launch(project, "plan", "jobs/hello.yaml", "--target", "vast")
+    assert plan.returncode == 3 and "LAUNCH_REGISTRY" in plan.stdout
+
+    monkeypatch.setenv("LAUNCH_REGISTRY", f"{registry}/lab")
+    first = launch(project, *smoke)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "pushing launch-hello:" in first.stderr
+    [tag] = catalog(registry)["lab/launch-hello"]
+    rec = record(project)
+    assert rec["status"] == "succeeded"
+    again = launch(project, *smoke)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "image unchanged" in again.stderr and "pushing" not in again.stderr
+    assert catalog(registry)["lab/launch-hello"] == [tag]

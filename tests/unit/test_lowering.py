@@ -1,0 +1,74 @@
+"""What an image needs from a platform's driver, and what lowering it to a notebook platform's
+requirements finds (launcher/lowering.py): the repo's real images and small made-up ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from launcher.lowering import (
+    STACKS,
+    Pin,
+    cuda_needed,
+    framework_cuda,
+    lower,
+    read_requirements,
+    satisfied,
+)
+from launcher.spec import load_spec
+from launcher.targets.vast.offers import offer_query
+from tests.conftest import REPO
+
+
+def pin(line: str, tmp_path: Path) -> Pin:
+    """The line read as a requirements file is read."""
+    req = tmp_path / "requirements.txt"
+    req.write_text(line + "\n")
+    [found], _options, _warnings = read_requirements(req)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("line", "options", "cuda"),
+    [
+        ("torch==2.13.0", [], 13),  # PyPI's default build bundles CUDA 13
+        ("torch==2.5.1", [], 12),
+        ("torch==2.13.0+cu126", [], 12),
+        ("torch==2.13.0", ["--extra-index-url", "https://download.pytorch.org/whl/cu126"], 12),
+        ("torch==2.13.0+cpu", [], None),
+        ("torch", [], None),  # whatever pip picks: unknown
+        ("tensorflow[and-cuda]==2.21.0", [], 12),
+        ("tensorflow==2.21.0", [], None),
+        ("numpy==2.2.6", [], None),
+    ],
+)
+def test_the_cuda_a_framework_pin_brings(
+    line: str, options: list[str], cuda: int | None, tmp_path: Path
+) -> None:
+    assert framework_cuda(pin(line, tmp_path), options) == cuda
+
+
+def test_a_pin_is_satisfied_the_way_the_kernel_decides() -> None:
+    assert satisfied("2.6.0", ">=", "2.6") and not satisfied("2.6.0", "==", "2.13.0")
+    assert satisfied("2.13.1+cu126", "==", "2.13.0")  # the same feature release
+
+
+def test_the_repos_images_say_which_host_drivers_can_run_them() -> None:
+    images = REPO / "images"
+    assert cuda_needed(images / "libcem") == 13  # a CUDA 12.4 base, but torch 2.13's own CUDA
+    assert cuda_needed(images / "violence") == 12
+    libcem = load_spec(REPO / "jobs" / "libcem.yaml")
+    assert offer_query(libcem, libcem.targets.for_target("vast"))["cuda_max_good"] == {"gte": 13.0}
+    hello = load_spec(REPO / "jobs" / "hello.yaml")  # a CPU job: any host
+    assert "cuda_max_good" not in offer_query(hello, hello.targets.for_target("vast"))
+
+
+def test_on_a_cpu_job_a_cuda_mismatch_is_a_warning_not_a_refusal() -> None:
+    req = REPO / "images" / "libcem" / "requirements.txt"
+    gpu = lower(req, STACKS["colab"], gpu=True)
+    cpu = lower(req, STACKS["colab"], gpu=False)
+    assert len(gpu.problems) == 1 and "Colab" in gpu.problems[0][0]
+    assert cpu.problems == [] and any("a CPU job: it still runs" in w for w in cpu.warnings)
+    kept = lower(req.with_name("requirements-kaggle.txt"), STACKS["kaggle"], gpu=True)
+    assert kept.problems == [] and any("Kaggle's own torch" in n for n in kept.notes)
