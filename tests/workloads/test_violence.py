@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import default_signals
 from tests.venvs import cached_venv
 from tests.workloads.signals import job_env, sigterm_after_lines
 
@@ -247,7 +248,7 @@ def test_smoke_profile_runs_inside_the_violence_image(project: Path, cpu_image_e
     """`launch run jobs/violence.yaml --profile smoke` inside the image built from
     images/violence/Dockerfile on the local base with requirements-cpu.txt (the smoke profile
     picks it): the image, the job spec and the workload agree. The build is cached by content."""
-    from tests.conftest import default_signals, launch_cmd
+    from tests.conftest import launch_cmd
 
     proc = subprocess.run(
         [*launch_cmd(), "run", "jobs/violence.yaml", "--target", "local", "--profile", "smoke",

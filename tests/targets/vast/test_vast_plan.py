@@ -27,9 +27,7 @@ def _spec(*overrides: str) -> Any:
     """hello with a registry image: these tests are about offers, not about getting images
     (test_vast_run.py pushes images/hello to a registry)."""
     image = "targets.vast.image=ghcr.io/lab/hello:1"
-    return load_spec(
-        REPO / "jobs" / "hello.yaml", profile="smoke", overrides=[image, *overrides]
-    )
+    return load_spec(REPO / "jobs" / "hello.yaml", profile="smoke", overrides=[image, *overrides])
 
 
 @pytest.fixture
