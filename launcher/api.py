@@ -158,7 +158,10 @@ def _plan_on(session: Session, spec: JobSpec, target: str) -> Plan:
             f"the {target} target cannot be used here: " + "; ".join(check.problems),
             hint="; ".join(check.hints) or None,
         )
-    return tgt.plan(spec)
+    result = tgt.plan(spec)
+    # what the platform does differently from running the job's image as it is
+    result.notes.extend(reason for reason in tgt.unsupported.values())
+    return result
 
 
 def _spawn_supervisor(session: Session, run_id: str) -> None:
@@ -340,10 +343,6 @@ def build_image(
         force=force,
         on_line=session.reporter.note,
     )
-
-
-def phase_of(status: TargetStatus | None) -> str:
-    return status.phase.value if status else ""
 
 
 __all__ = [

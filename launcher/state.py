@@ -40,16 +40,6 @@ class RunStatus(str, Enum):
 
 
 _TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
-_ACTIVE = frozenset(
-    {
-        RunStatus.PREPARING,
-        RunStatus.PROVISIONING,
-        RunStatus.UPLOADING,
-        RunStatus.STARTING,
-        RunStatus.RUNNING,
-        RunStatus.PULLING,
-    }
-)
 _ENDINGS = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 _ORDER = (
     RunStatus.PENDING,
@@ -81,8 +71,6 @@ def _allowed(status: RunStatus) -> frozenset[RunStatus]:
 # straight to PULLING) but never go backwards, except PREEMPTED -> PROVISIONING: the next
 # attempt. In-run syncs do not change the status.
 ALLOWED_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {s: _allowed(s) for s in RunStatus}
-
-ACTIVE_STATUSES = _ACTIVE
 
 
 class FailureReason(str, Enum):

@@ -19,7 +19,8 @@ Contracts (after dstack's `Compute`):
    cap) or it vanished. `status` then says PREEMPTED or LOST, and the orchestrator, not the
    target, pulls, frees the attempt and submits the next one from the newest pulled checkpoint
    (`AttemptSpec.resume_from`), up to `Prepared.max_attempts`.
-7. Capabilities are a reasons dict (`unsupported`), not a class hierarchy.
+7. Capabilities are a reasons dict (`unsupported`, shown by `launch plan`), not a class
+   hierarchy.
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ if TYPE_CHECKING:
 
 
 class Feature(str, Enum):
+    """What a target may not do as the others do; `Target.unsupported` says why, and
+    `launch plan` shows it."""
+
     CUSTOM_IMAGE = "custom_image"  # runs the job's Docker image as-is
-    STREAM_LOGS = "stream_logs"  # log lines arrive while the job runs
-    CANCEL = "cancel"  # a running job can be asked to stop (and checkpoints first)
-    GPU = "gpu"
 
 
 class Phase(str, Enum):

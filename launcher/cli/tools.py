@@ -1,6 +1,7 @@
 """`launch image ...` and `launch sim ...`: the commands around runs rather than of them.
 
-Same rules as launcher/cli.py: click only at import time; everything else inside the commands.
+Same rules as the rest of the CLI: click only at import time; everything else inside the
+commands.
 """
 
 from __future__ import annotations

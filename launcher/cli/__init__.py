@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launcher.cli_tools import image, sim
+from launcher.cli.tools import image, sim
 from launcher.errors import ExitStatus, LaunchError
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def cli(debug: bool) -> None:
     """
 
 
-# `launch image ...` and `launch sim ...` live in cli_tools (click only, as cheap as this module)
+# `launch image ...` and `launch sim ...` live in cli/tools.py (click only, as cheap as this)
 cli.add_command(image)
 cli.add_command(sim)
 

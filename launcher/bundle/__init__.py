@@ -8,7 +8,7 @@ Reproducible: member metadata is normalized (mtime 0, uid/gid 0, no owner names,
 0o755) and the gzip header carries no name or time, so the same tree gives the same bytes and the
 same digest on every machine with the same zlib, whatever the files' mtimes or owners.
 
-Which workload files go in is decided by `launcher.bundle_select` (.gitignore, .launchignore,
+Which workload files go in is decided by `launcher.bundle.select` (.gitignore, .launchignore,
 never credentials); its public names are re-exported here.
 """
 
@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from launcher.bundle_select import (
+from launcher.bundle.select import (
     SECRET_PATTERNS,
     BundleError,
     Selection,
