@@ -102,6 +102,7 @@ def video_shape(python: Path, path: Path) -> list[int]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.full
 def test_generate_writes_clips_and_a_stopped_run_makes_only_the_missing_ones(
     df_python: Path, tmp_path: Path
 ) -> None:
@@ -227,6 +228,7 @@ def test_train_smoke_run_writes_metrics_checkpoints_eval_plots_and_benchmark(
     assert (out / "training.log").is_file()
 
 
+@pytest.mark.full
 def test_evaluate_and_benchmark_commands_on_a_saved_checkpoint(
     df_python: Path, smoke_run: subprocess.CompletedProcess[str], shared: dict[str, Path],
     tmp_path: Path,
@@ -365,6 +367,7 @@ def test_faces_command_writes_crops_and_resumes(
     assert fails.returncode == 2 and "is not a folder" in fails.stderr
 
 
+@pytest.mark.full
 def test_bad_inputs_exit_2_with_one_clear_line(
     df_python: Path, smoke_run: subprocess.CompletedProcess[str], shared: dict[str, Path],
     tmp_path: Path,

@@ -246,6 +246,7 @@ def test_reads_the_cifar10_archive_without_unpacking_it(tmp_path: Path) -> None:
     assert train_u8[0, 0].flatten().tolist() == first[:1024].tolist()
 
 
+@pytest.mark.full
 def test_corrupt_cifar_batches_are_skipped_with_a_warning_or_refused(tmp_path: Path) -> None:
     data = tmp_path / "cifar"
     data.mkdir()

@@ -200,6 +200,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(sq_pyt
     assert [r["loss"] for r in metrics(elsewhere / "outputs")] == [r["loss"] for r in rows]
 
 
+@pytest.mark.full
 def test_early_stopping_on_validation_pearson_survives_a_resume(sq_python: Path, data_dir: Path, tmp_path: Path) -> None:  # fmt: skip
     args = (
         *TINY,
@@ -233,6 +234,7 @@ def test_early_stopping_on_validation_pearson_survives_a_resume(sq_python: Path,
     ]
 
 
+@pytest.mark.full
 def test_bad_inputs_exit_2_with_one_message(sq_python: Path, data_dir: Path, tmp_path: Path) -> None:  # fmt: skip
     logos = tmp_path / "logos"
     logos.mkdir()

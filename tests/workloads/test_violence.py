@@ -211,6 +211,7 @@ def test_missing_data_or_unusable_checkpoint_exits_2_with_a_message(
     assert f"cannot resume from {bad}" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.full
 def test_mirrored_strategy_over_two_logical_cpus(
     tf_python: Path, shared: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -224,6 +225,7 @@ def test_mirrored_strategy_over_two_logical_cpus(
     assert [r["epoch"] for r in metrics(tmp_path / "outputs")] == [1]
 
 
+@pytest.mark.full
 def test_resume_elsewhere_under_mixed_float16_matches_the_uninterrupted_run(
     tf_python: Path, shared: dict[str, Path], tmp_path: Path
 ) -> None:
