@@ -8,8 +8,8 @@ no live run claims).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from launcher.orchestrator import StoreLedger, supervisor_alive
 from launcher.state import FailureReason, StopReason
@@ -26,6 +26,7 @@ class GcAction:
     what: str
     native_id: str = ""
     resource_kind: str = ""
+    data: dict[str, Any] = field(default_factory=dict[str, Any])  # the ledger entry's
 
 
 def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAction]:
@@ -43,6 +44,7 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
                         f"free {res.kind} {res.native_id} of finished run",
                         res.native_id,
                         res.kind,
+                        res.data,
                     )
                 )
             continue
@@ -104,7 +106,7 @@ def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
             orch.abandon(action.run_id, FailureReason.LAUNCHER_LOST)
             done.append(f"marked {action.run_id} failed and freed what it had recorded")
         else:
-            orch.target.release_resource(action.resource_kind, action.native_id, {})
+            orch.target.release_resource(action.resource_kind, action.native_id, action.data)
             if action.kind == "release":
                 for res in session.store.resources(run_id=action.run_id, unreleased_only=True):
                     if res.native_id == action.native_id:
