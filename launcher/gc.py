@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from launcher.errors import LaunchError
 from launcher.orchestrator import StoreLedger, supervisor_alive
 from launcher.state import FailureReason, StopReason
 
@@ -95,23 +96,25 @@ def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:
     """Carry out a gc plan. Returns one line per action done."""
     done: list[str] = []
     for action in actions:
-        orch = session.orchestrator(action.target)
-        if action.kind == "stop-orphan":
-            orch.adopt(action.run_id)
-            rec = orch.stop_and_finish(action.run_id, StopReason.LAUNCHER_LOST)
-            done.append(
-                f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
-            )
-        elif action.kind == "abandon":
-            orch.abandon(action.run_id, FailureReason.LAUNCHER_LOST)
-            done.append(f"marked {action.run_id} failed and freed what it had recorded")
-        else:
-            orch.target.release_resource(action.resource_kind, action.native_id, action.data)
-            if action.kind == "release":
-                for res in session.store.resources(run_id=action.run_id, unreleased_only=True):
-                    if res.native_id == action.native_id:
-                        StoreLedger(session.store, action.run_id, action.target).release_one(
-                            res.id
-                        )
-            done.append(f"removed {action.native_id}")
+        try:
+            done.append(_apply_one(session, action))
+        except LaunchError as e:  # one stuck run must not keep gc from freeing the others
+            done.append(f"could not {action.what}: {e.message}")
     return done
+
+
+def _apply_one(session: Session, action: GcAction) -> str:
+    orch = session.orchestrator(action.target)
+    if action.kind == "stop-orphan":
+        orch.adopt(action.run_id)
+        rec = orch.stop_and_finish(action.run_id, StopReason.LAUNCHER_LOST)
+        return f"stopped {rec.id}: {rec.status.value}; `launch pull {rec.id}` fetches its outputs"
+    if action.kind == "abandon":
+        orch.abandon(action.run_id, FailureReason.LAUNCHER_LOST)
+        return f"marked {action.run_id} failed and freed what it had recorded"
+    orch.target.release_resource(action.resource_kind, action.native_id, action.data)
+    if action.kind == "release":
+        for res in session.store.resources(run_id=action.run_id, unreleased_only=True):
+            if res.native_id == action.native_id:
+                StoreLedger(session.store, action.run_id, action.target).release_one(res.id)
+    return f"removed {action.native_id}"

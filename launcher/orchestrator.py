@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launcher.attempts import StreamedLog, has_checkpoint, keep_attempt_log, restore_metrics
-from launcher.errors import LaunchError, NoCapacityError
+from launcher.errors import LaunchError, NoCapacityError, TargetError
 from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
 from launcher.runs import Reporter, SilentReporter, StoreLedger, new_run_id, supervisor_alive
 from launcher.signals import describe
@@ -65,6 +65,11 @@ _PHASE_STATUS: dict[Phase, RunStatus] = {
 }
 _PHASE_ORDER = [RunStatus.PROVISIONING, RunStatus.UPLOADING, RunStatus.STARTING, RunStatus.RUNNING]
 _EARLY = frozenset({Phase.PREEMPTED, Phase.LOST})
+
+
+class PullFailedError(TargetError):
+    """The final pull of an attempt failed (its machine was freed, its data kept where the
+    target can keep it)."""
 
 
 def _text(error: BaseException) -> str:
@@ -313,6 +318,12 @@ class Orchestrator:
                 self.reporter.note("the job did not stop within its grace period; killing it")
                 self.target.kill(handle)
                 killed = True
+            if stop_sent_at is not None and now - stop_sent_at > policy.grace_s + 90:
+                # a kill changed nothing either (a platform that no longer answers): stop
+                # waiting; the cleanup that follows frees the machine all the same
+                self.store.update_attempt(run_id, n, ran_s=ran)
+                gave_up = TargetStatus(phase=Phase.LOST, message="it did not stop when asked")
+                return gave_up, streamed
             # poll fast at first (short jobs, quick failures), then back off to poll_s
             self.sleep(min(self.poll_s, 0.05 * 1.5**polls))
             polls += 1
@@ -402,6 +413,10 @@ class Orchestrator:
             f"of {limit} {start}"
         )
         self.sleep(min(60.0, policy.attempt_backoff_s * 2 ** (n - 1)))
+        if self.store.stop_request(run_id) is not None:  # asked meanwhile: rent nothing more
+            status, reason, message = outcome(st, self.store.get(run_id))
+            self._end_run(run_id, status, reason, message)
+            return False
         nxt = AttemptSpec(number=n + 1, resume_from=resume, resume_skip=skip, time_left_s=left)
         try:
             self._submit(run_id, prepared, nxt, handle)
@@ -421,19 +436,32 @@ class Orchestrator:
         *,
         why_not: str | None = None,
     ) -> None:
-        """End the run: final pull, cleanup, terminal status."""
+        """End the run: final pull, cleanup, terminal status. Safe to run again on a run left
+        in PULLING (a launcher killed or interrupted during its final pull)."""
         record = self.store.get(run_id)
         status, reason, message = outcome(st, record, why_not)
         handle = self._handle(run_id)
-        self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
+        if record.status is not RunStatus.PULLING:
+            self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
         try:  # a pull that got everything leaves nothing worth keeping on the machine
             self._close_attempt(run_id, handle, st, streamed, keep_log=False, keep_data=False)
-        except LaunchError as e:
-            self._end_run(
-                run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, f"pull failed: {e.message}"
-            )
+        except PullFailedError as e:
+            self._release_leftovers(run_id)
+            self._end_run(run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, e.message)
             raise
+        self._release_leftovers(run_id)
         self._end_run(run_id, status, reason, message)
+
+    def _release_leftovers(self, run_id: str) -> None:
+        """Free what the ledger still holds for the run and end its open attempts: an attempt
+        whose submit a killed launcher left half done (its resource recorded, its handle never
+        stored) is not the stored handle's, so closing that one did not free it."""
+        self._release_recorded(run_id)
+        for attempt in self.store.attempts(run_id):
+            if attempt.ended_at is None:
+                self.store.end_attempt(
+                    run_id, attempt.number, AttemptEnd.LOST, message="its launcher was gone"
+                )
 
     def _close_attempt(
         self,
@@ -456,7 +484,7 @@ class Orchestrator:
             self.target.cleanup(handle, keep_data=True)
             self._ledger(run_id, n).release_attempt()
             self.store.end_attempt(run_id, n, end, message=f"pull failed: {e.message}")
-            raise
+            raise PullFailedError(f"pull failed: {e.message}", hint=e.hint) from e
         keep_attempt_log(out, n, streamed, apart=keep_log)
         self.target.cleanup(handle, keep_data=keep_data or bool(result.changed_during_copy))
         self._ledger(run_id, n).release_attempt()
@@ -489,10 +517,14 @@ class Orchestrator:
                 self.store.end_attempt(
                     run_id, handle.attempt, AttemptEnd.LOST, message=_text(error)
                 )
+                self._release_leftovers(run_id)
             finally:
                 self._fail(run_id, FailureReason.REMOTE_LOST, error)
         else:
-            self._fail(run_id, FailureReason.REMOTE_LOST, error)
+            try:
+                self._release_leftovers(run_id)
+            finally:
+                self._fail(run_id, FailureReason.REMOTE_LOST, error)
 
     # ---- runs whose launcher is gone ---------------------------------------------------------
 

@@ -480,3 +480,58 @@ def test_the_prepared_job_and_policy_are_stored_for_any_process(
     assert stored["max_attempts"] == 2 and stored["agent"]["command"] == "true"
     policy = other.policy_of("job-17")
     assert policy.time_limit_s == 7200 and policy.grace_s == 5
+
+
+def test_a_run_left_in_pulling_by_a_killed_launcher_can_still_be_finished(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """SIGKILL (or a second Ctrl-C) during the final pull leaves the run PULLING; the process
+    that finishes it later (gc, cancel, status --refresh) pulls again instead of failing."""
+    target = ScriptedTarget([Phase.RUNNING, Phase.DONE], tmp=tmp_path)
+    orch = _orch(launch_home, target)
+    _start(orch, tmp_path, "job-18")
+    orch.store.transition("job-18", expected=RunStatus.PROVISIONING, new=RunStatus.PULLING)
+    rec = RunStore(launch_home).get("job-18")
+    assert rec.status is RunStatus.PULLING
+    again = _orch(launch_home, target)  # another process
+    done = again.finish("job-18", TargetStatus(phase=Phase.DONE, exit_code=0))
+    assert done.status is RunStatus.SUCCEEDED
+    assert again.store.resources(unreleased_only=True) == []
+
+
+def test_an_attempt_a_killed_launcher_left_half_submitted_is_freed_at_the_end(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """The launcher died inside the next attempt's submit: its resource is in the ledger but
+    the stored handle is still the previous attempt's. Ending the run frees both."""
+    target = ScriptedTarget([Phase.RUNNING] * 100, tmp=tmp_path, max_attempts=3)
+    orch = _orch(launch_home, target)
+    _start(orch, tmp_path, "job-19")
+    store = RunStore(launch_home)
+    store.begin_attempt("job-19", 2, "scripted")  # what the dead launcher had written
+    store.record_intent(
+        "job-19", target="scripted", kind="box", native_id="box-job-19-2", data={}, attempt=2
+    )
+    rec = _orch(launch_home, target).stop_and_finish("job-19", StopReason.LAUNCHER_LOST)
+    assert rec.status is RunStatus.CANCELLED
+    assert target.released == ["box-job-19-2"]
+    assert store.resources(unreleased_only=True) == []
+    assert all(a.ended_at is not None for a in store.attempts("job-19"))
+
+
+def test_a_stop_asked_while_a_preempted_run_waits_for_its_next_machine_rents_none(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    target = ScriptedTarget([Phase.RUNNING, Phase.PREEMPTED], tmp=tmp_path, max_attempts=3)
+    store = RunStore(launch_home)
+    orch = Orchestrator(
+        store,
+        target,
+        poll_s=0,
+        clock=FakeClock(),
+        sleep=lambda s: store.request_stop("job-20", StopReason.CANCEL) if s > 0.5 else None,
+    )
+    _start(orch, tmp_path, "job-20")
+    rec = orch.supervise("job-20")
+    assert rec.status is RunStatus.CANCELLED and "submit:2" not in target.calls
+    assert store.resources(unreleased_only=True) == []

@@ -437,4 +437,13 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
             self._docker().remove(native_id)
         elif kind == "process" and ":" in native_id and native_id.split(":")[0].isdigit():
             pid, ticks = native_id.split(":", 1)
+            alive = process.alive(int(pid), ticks)
             process.signal_group(int(pid), ticks, signal.SIGKILL)
+            root = data.get("root")
+            status = AgentStatus.read(Path(str(root)) / agent_mod.STATUS_FILE) if root else None
+            if alive and status is not None and status.pid is not None:
+                # the workload runs in its own session: the agent's group does not include it
+                try:
+                    os.killpg(status.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass

@@ -230,8 +230,8 @@ class VastTarget(Target[VastPrepared, VastHandle]):
             )
         if machine is Phase.PROVISIONING:
             return TS(phase=Phase.PROVISIONING, message=row.status_msg or "")
-        if not h.started:
-            return TS(phase=Phase.STARTING if h.uploaded else Phase.UPLOADING)
+        if not h.started:  # nothing runs until the agent is started (a stop then starts none)
+            return TS(phase=Phase.UPLOADING)
         try:
             link = self._link(h, row)
             st = agent_status(link.conn, h)
@@ -250,10 +250,15 @@ class VastTarget(Target[VastPrepared, VastHandle]):
 
     def read_logs(self, handle: VastHandle, cursor: int) -> tuple[list[LogLine], int]:
         h = handle
-        link = self._links.get(h.instance_id)
-        if not h.started or link is None:
+        if not h.started:
             return [], cursor
         try:
+            link = self._links.get(h.instance_id)
+            if link is None:  # a process that only reads logs (`launch logs RUN`)
+                row = self._row(h.instance_id)
+                if row is None or row.actual_status != "running":
+                    return [], cursor
+                link = self._link(h, row)
             chunk = link.conn.read_from(f"{h.root}/{agent_mod.LOG_FILE}", cursor)
         except TargetError:
             return [], cursor  # read again after the reconnect: the cursor did not move
