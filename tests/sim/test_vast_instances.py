@@ -252,10 +252,15 @@ def test_destroy_releases_the_offer_and_create_failures(
     lost = [r for r in vast_sim.instances() if r["label"] == "lost"]
     assert len(lost) == 1
     instances.ids.append(lost[0]["id"])
-    # an image the engine does not have (the emulator never pulls) ends in exited, with why
+    # an image the engine does not have, named without a registry host (the emulator pulls
+    # only from registries, as a Vast host does) ends in exited, with why
     bad = instances.create(image="launch-no-such-image:nope")
     row = wait_status(vast_sim, bad, "exited", timeout=10)
-    assert "never pulls" in row["status_msg"]
+    assert "pulls only images named with a registry host" in row["status_msg"]
+    # named with one, it is pulled: from a registry that does not answer, the pull fails
+    unreachable = instances.create(image="127.0.0.1:9/lab/nothing:1")
+    row = wait_status(vast_sim, unreachable, "exited", timeout=30)
+    assert "image pull failed" in row["status_msg"]
 
 
 def test_stop_removes_every_container(base_image: str) -> None:
