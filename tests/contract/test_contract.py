@@ -65,6 +65,15 @@ class Launcher:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def long_job_running(project: Path, platform: Platform) -> Launcher:
+    """`launch run` of a 60-epoch job, once its second epoch is done."""
+    run = Launcher(
+        project, platform, "--set", SLOW.format(n=60, s=0.4), "--set", "limits.grace_seconds=5"
+    )
+    run.wait_for_line("epoch 2/60")
+    return run
+
+
 def wait_for(
     cond: Callable[[], bool], timeout: float, what: str, run: Launcher | None = None
 ) -> None:
@@ -199,10 +208,7 @@ def test_a_run_streams_its_log_pulls_everything_and_records_what_happened(
 def test_cancel_from_another_terminal_stops_the_job_with_a_checkpoint(
     project: Path, platform: Platform, launch_home: Path
 ) -> None:
-    run = Launcher(
-        project, platform, "--set", SLOW.format(n=60, s=0.4), "--set", "limits.grace_seconds=5"
-    )
-    run.wait_for_line("epoch 2/60")
+    run = long_job_running(project, platform)
     run_id = record(project, platform)["id"]
     cancel = launch(project, platform, "cancel", run_id)
     assert cancel.returncode == 0, cancel.stderr
@@ -242,10 +248,7 @@ def test_cancel_before_the_job_runs_ends_the_run_without_starting_it(
 def test_sigterm_to_the_launcher_stops_the_job_pulls_and_frees_everything(
     project: Path, platform: Platform, launch_home: Path
 ) -> None:
-    run = Launcher(
-        project, platform, "--set", SLOW.format(n=60, s=0.4), "--set", "limits.grace_seconds=5"
-    )
-    run.wait_for_line("epoch 2/60")
+    run = long_job_running(project, platform)
     os.killpg(run.proc.pid, signal.SIGTERM)  # a closed CI job, systemd, `kill`
     assert run.finish() == 130, run.text()
     assert "SIGTERM: stopping the job" in run.text() and "Traceback" not in run.text()
@@ -258,10 +261,7 @@ def test_sigterm_to_the_launcher_stops_the_job_pulls_and_frees_everything(
 def test_a_killed_launcher_leaves_a_trail_gc_follows_and_pull_completes(
     project: Path, platform: Platform, launch_home: Path
 ) -> None:
-    run = Launcher(
-        project, platform, "--set", SLOW.format(n=60, s=0.4), "--set", "limits.grace_seconds=5"
-    )
-    run.wait_for_line("epoch 2/60")
+    run = long_job_running(project, platform)
     run_id = record(project, platform)["id"]
     os.killpg(run.proc.pid, signal.SIGKILL)
     run.finish(10)
