@@ -26,6 +26,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from launcher.attempts import StreamedLog, has_checkpoint, keep_attempt_log, restore_metrics
 from launcher.errors import LaunchError, NoCapacityError, TargetError
 from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
@@ -35,6 +37,7 @@ from launcher.state import (
     AttemptEnd,
     FailureReason,
     ResourceState,
+    RunPolicy,
     RunRecord,
     RunStatus,
     StopReason,
@@ -70,6 +73,13 @@ _EARLY = frozenset({Phase.PREEMPTED, Phase.LOST})
 class PullFailedError(TargetError):
     """The final pull of an attempt failed (its machine was freed, its data kept where the
     target can keep it)."""
+
+
+def _foreign(run_id: str) -> LaunchError:
+    return LaunchError(
+        f"run {run_id} was recorded by another version of launch, which this one cannot drive",
+        hint="finish it with the version that started it, or free its machine on the platform",
+    )
 
 
 def _text(error: BaseException) -> str:
@@ -122,13 +132,20 @@ class Orchestrator:
 
     def _prepared(self, run_id: str) -> Any:
         data = self.store.prepared_of(run_id)
-        assert data is not None, f"run {run_id} was never prepared"
-        return self.target.load_prepared(data)
+        if data is None:  # recorded by a launcher older than attempts
+            raise _foreign(run_id)
+        try:
+            return self.target.load_prepared(data)
+        except ValidationError as e:
+            raise _foreign(run_id) from e
 
     def _handle(self, run_id: str) -> Any:
         stored = self.store.get(run_id).handle
         assert stored is not None, f"run {run_id} has no attempt"
-        return self.target.load_handle(stored)
+        try:
+            return self.target.load_handle(stored)
+        except ValidationError as e:
+            raise _foreign(run_id) from e
 
     def _store_handle(self, run_id: str, handle: Any) -> None:
         self.store.update(
@@ -309,7 +326,7 @@ class Orchestrator:
                 self.store.update_attempt(run_id, n, ran_s=ran)
                 last_sync = now
             if stop is None:
-                self._check_limits(run_id, ran_before + ran)
+                self._check_limits(run_id, policy, ran_before + ran)
             if (
                 stop_sent_at is not None
                 and not killed
@@ -336,7 +353,7 @@ class Orchestrator:
                 self.reporter.log(line)
         return cursor
 
-    def _check_limits(self, run_id: str, ran_s: float) -> None:
+    def _check_limits(self, run_id: str, policy: RunPolicy, ran_s: float) -> None:
         """Ask the job to stop past the time-limit backstop, or before the cost cap.
 
         The agent enforces the job's time limit itself; this backstop is for an agent that
@@ -344,7 +361,6 @@ class Orchestrator:
         the job was seen RUNNING counts, over every attempt. The cost margin is what the current
         machine costs over a grace period plus a minute (the stop, the final pull, the destroy),
         so the job ends in a checkpoint before the cap."""
-        policy = self.store.policy_of(run_id)
         if policy.time_limit_s is not None and ran_s >= policy.time_limit_s + policy.grace_s + 60:
             self.reporter.note("the job outlived its time limit; stopping it")
             self.store.request_stop(run_id, StopReason.TIME_LIMIT)
@@ -400,7 +416,7 @@ class Orchestrator:
         handle = self._handle(run_id)
         out = Path(record.output_dir)
         self._move(run_id, RunStatus.PREEMPTED, st.message)
-        self._close_attempt(run_id, handle, st, streamed, keep_log=True, keep_data=False)
+        self._close_attempt(run_id, handle, st, streamed, keep_log=True)
         checkpoint, skip = restore_metrics(out)
         resume = out if has_checkpoint(out, skip) else None
         start = (
@@ -421,10 +437,8 @@ class Orchestrator:
         try:
             self._submit(run_id, prepared, nxt, handle)
         except LaunchError as e:  # the run has ended; say why it could not go on
-            why = (
-                f"{st.message or 'attempt ' + str(n) + ' ended'}; could not start attempt {n + 1}"
-            )
-            self.store.update(run_id, message=f"{why}: {e.message}")
+            ended = st.message or f"attempt {n} ended"
+            self.store.update(run_id, message=f"{ended}; could not start attempt {n + 1}: {e}")
             return False
         return True
 
@@ -444,7 +458,7 @@ class Orchestrator:
         if record.status is not RunStatus.PULLING:
             self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
         try:  # a pull that got everything leaves nothing worth keeping on the machine
-            self._close_attempt(run_id, handle, st, streamed, keep_log=False, keep_data=False)
+            self._close_attempt(run_id, handle, st, streamed, keep_log=False)
         except PullFailedError as e:
             self._release_leftovers(run_id)
             self._end_run(run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, e.message)
@@ -452,7 +466,7 @@ class Orchestrator:
         self._release_leftovers(run_id)
         self._end_run(run_id, status, reason, message)
 
-    def _release_leftovers(self, run_id: str) -> None:
+    def _release_leftovers(self, run_id: str, end: AttemptEnd = AttemptEnd.LOST) -> None:
         """Free what the ledger still holds for the run and end its open attempts: an attempt
         whose submit a killed launcher left half done (its resource recorded, its handle never
         stored) is not the stored handle's, so closing that one did not free it."""
@@ -460,7 +474,7 @@ class Orchestrator:
         for attempt in self.store.attempts(run_id):
             if attempt.ended_at is None:
                 self.store.end_attempt(
-                    run_id, attempt.number, AttemptEnd.LOST, message="its launcher was gone"
+                    run_id, attempt.number, end, message="its launcher was gone"
                 )
 
     def _close_attempt(
@@ -471,10 +485,11 @@ class Orchestrator:
         streamed: StreamedLog,
         *,
         keep_log: bool,
-        keep_data: bool,
     ) -> PullResult:
         """Pull what the attempt left, complete its log with what was streamed (and keep it
-        apart when another attempt follows), free the attempt and write down how it ended."""
+        apart when another attempt follows), free the attempt and write down how it ended.
+        What a pull could not get whole (a file still being written) stays on the machine where
+        the target can keep it; everything else is freed."""
         n = handle.attempt
         out = Path(self.store.get(run_id).output_dir)
         end = attempt_end(st)
@@ -486,7 +501,7 @@ class Orchestrator:
             self.store.end_attempt(run_id, n, end, message=f"pull failed: {e.message}")
             raise PullFailedError(f"pull failed: {e.message}", hint=e.hint) from e
         keep_attempt_log(out, n, streamed, apart=keep_log)
-        self.target.cleanup(handle, keep_data=keep_data or bool(result.changed_during_copy))
+        self.target.cleanup(handle, keep_data=bool(result.changed_during_copy))
         self._ledger(run_id, n).release_attempt()
         self.store.end_attempt(run_id, n, end, message=st.message, usage=self._usage(handle))
         return result
@@ -547,10 +562,7 @@ class Orchestrator:
 
     def abandon(self, run_id: str, reason: FailureReason) -> RunRecord:
         """End a run that never got a handle: free whatever its ledger recorded."""
-        self._release_recorded(run_id)
-        for attempt in self.store.attempts(run_id):
-            if attempt.ended_at is None:
-                self.store.end_attempt(run_id, attempt.number, AttemptEnd.SUBMIT_FAILED)
+        self._release_leftovers(run_id, AttemptEnd.SUBMIT_FAILED)
         status = (
             RunStatus.CANCELLED if reason is FailureReason.USER_CANCELLED else RunStatus.FAILED
         )

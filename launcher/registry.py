@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from launcher.errors import TargetUnavailableError
-from launcher.sync import atomic_write_text
 
 if TYPE_CHECKING:
     from launcher.targets.local.docker_client import DockerClient
@@ -62,6 +61,8 @@ def publish(
 ) -> str:
     """Push the locally built `local_tag` to `registry` unless this content is there already;
     the reference machines pull."""
+    from launcher.sync import atomic_write_text  # not at import: the spec imports this module
+
     ref = remote_ref(registry, local_tag)
     record_path = home / "registry" / "pushed.json"
     try:
