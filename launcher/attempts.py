@@ -18,7 +18,9 @@ on the way, and nothing counted twice:
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tarfile
 from collections import deque
 from pathlib import Path
 
@@ -171,4 +173,23 @@ __all__ = [
     "keep_attempt_log",
     "restore_metrics",
     "resume_sources",
+    "state_archive",
 ]
+
+
+def state_archive(base: Path, skip: list[str], dest: Path) -> str:
+    """Pack what a resumed session starts from (`resume_sources`: checkpoints/ and outputs/ of
+    a pulled run folder, or a bare checkpoints folder) into one archive, for a platform that
+    gets it as a file (a Kaggle state dataset, a Colab state file); its sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for sub, files in resume_sources(base, skip).items():
+            for rel, path in sorted(files.items()):
+                tar.add(path, arcname=f"{sub}/{rel}")
+    tmp.replace(dest)
+    h = hashlib.sha256()
+    with dest.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -23,11 +23,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from launcher.errors import TargetUnavailableError
 from launcher.sync import atomic_write_text
+
+if TYPE_CHECKING:
+    from launcher.spec import JobSpec
 
 
 class Pin(BaseModel):
@@ -285,3 +289,28 @@ def frozen_requirements(ref: str, home: Path, notify: Callable[[str], None]) -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "\n".join(kept) + "\n")
     return path
+
+
+def lower_job(
+    spec: JobSpec, platform: str, requirements: str, home: Path, notify: Callable[[str], None]
+) -> Lowered:
+    """The job's image lowered for a notebook platform (`STACKS[platform]`): the image folder's
+    requirements file (`targets.<platform>.requirements` names which), or for a registry image
+    that file relative to the project, else what the image has installed."""
+    gpu = spec.resources.gpu.count > 0
+    key = f"targets.{platform}.requirements"
+    if spec.image_dir is not None:
+        req = spec.image_dir / requirements
+        label = f"images/{spec.image}/{requirements}"
+    elif spec.image_ref is not None and requirements != "requirements.txt":
+        req, label = spec.project_root / requirements, requirements
+    elif spec.image_ref is not None:
+        req = frozen_requirements(spec.image_ref, home, notify)
+        label = f"what {spec.image_ref} has installed"
+    else:
+        return Lowered()
+    if requirements != "requirements.txt" and not req.is_file():
+        raise TargetUnavailableError(f"{key}: {req} does not exist")
+    return lower(
+        req, STACKS[platform], gpu=gpu, label=label, image_dir=spec.image_dir, option_key=key
+    )

@@ -151,3 +151,36 @@ def parse_log_chunk(chunk: bytes) -> tuple[list[LogLine], int]:
         if parsed is not None:
             lines.append(LogLine(at=parsed[0], stream=parsed[1], text=parsed[2]))
     return lines, end
+
+
+def session_cap_or_limit(
+    st: TargetStatus,
+    *,
+    attempt: int,
+    session_s: float,
+    job_left_s: float | None,
+    stop_margin_s: float,
+    ran_s: float,
+) -> TargetStatus:
+    """An attempt the agent (or the platform) stopped at a time limit on a platform with a
+    session cap (Kaggle, Colab): was it the session's cap, with the job's own time left
+    (PREEMPTED: the next session goes on from the checkpoint), or the job's limit?"""
+    if st.phase is not Phase.STOPPED or st.stop_reason != "time_limit":
+        return st
+    margin = stop_margin_s + 1.0
+    if job_left_s is not None and ran_s >= job_left_s - 2 * margin:
+        return st  # the job used its own limit
+    why = st.message or f"session {attempt} reached the session cap ({session_s / 3600:g} h)"
+    return st.model_copy(
+        update={"phase": Phase.PREEMPTED, "stop_reason": "session_cap", "message": why}
+    )
+
+
+def seconds_between(start: Any, end: Any) -> float:
+    """Seconds from one agent timestamp (ISO, Z) to another; 0 when either is missing."""
+    try:
+        a = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (b - a).total_seconds())

@@ -8,12 +8,13 @@ carries the run id ("launch <run id> s<N>"), since slugs cannot hold every run i
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from launcher.targets.base import Handle, Prepared
+from launcher.targets.jobfiles import seconds_between
+
+__all__ = ["seconds_between"]  # the sessions' code reads it from here
 
 PREFIX = "launch-"
 BUNDLE_PREFIX = f"{PREFIX}bundle-"
@@ -52,16 +53,6 @@ def bundle_slug(job: str) -> str:
 
 def state_slug(run_id: str, attempt: int) -> str:
     return f"{PREFIX}state-{run_core(run_id)}-a{attempt}"
-
-
-def seconds_between(start: Any, end: Any) -> float:
-    """Seconds from one agent timestamp (ISO, Z) to another; 0 when either is missing."""
-    try:
-        a = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
-        b = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return max(0.0, (b - a).total_seconds())
 
 
 class KernelJob(BaseModel):

@@ -1,5 +1,4 @@
-"""What a kernel session leaves (its /kaggle/working files, its log) and what a resumed one
-starts from (its state archive).
+"""What a kernel session leaves: its /kaggle/working files and its log.
 
 Kaggle lists a session's /kaggle/working once the session has ended (ListKernelSessionOutput,
 file URLs without auth); the files are downloaded once into a cache folder per kernel, checked
@@ -9,15 +8,12 @@ then verified and atomic like every other target's.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tarfile
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from launcher import agent as agent_mod
-from launcher.attempts import resume_sources
 from launcher.targets.base import LogLine
 from launcher.targets.jobfiles import AgentStatus
 from launcher.targets.kaggle.client import KaggleClient, LogEntry, log_entries, rows
@@ -69,20 +65,3 @@ def to_lines(entries: list[LogEntry]) -> list[LogLine]:
             else:
                 lines.append(LogLine(at=at, stream="err", text=text))
     return lines
-
-
-def state_archive(base: Path, skip: list[str], dest: Path) -> str:
-    """Pack what a resumed session starts from (`resume_sources`: checkpoints/ and outputs/ of
-    a pulled run folder, or a bare checkpoints folder) for its state dataset; the sha256."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for sub, files in resume_sources(base, skip).items():
-            for rel, path in sorted(files.items()):
-                tar.add(path, arcname=f"{sub}/{rel}")
-    tmp.replace(dest)
-    h = hashlib.sha256()
-    with dest.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -76,9 +76,9 @@ def make_plan(
         option = PlanOption(name="CPU", price_per_hour=0)
         notes.append("a CPU session: no GPU quota is used")
     option.estimated_cost_usd = 0.0
-    from launcher.targets.kaggle.sessions import lower_for_kaggle
+    from launcher.lowering import lower_job
 
-    lowered = lower_for_kaggle(spec, opts, home, notify)
+    lowered = lower_job(spec, "kaggle", opts.requirements, home, notify)
     notes.extend(lowered.notes)
     notes.extend(f"warning: {w}" for w in lowered.warnings)
     problems.extend(f"{what}; fix: {fix}" for what, fix in lowered.problems)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import SubmitError, TargetUnavailableError
-from launcher.lowering import STACKS, Lowered, frozen_requirements, lower
+from launcher.lowering import lower_job
 from launcher.targets.base import AttemptSpec, Ledger, Phase
 from launcher.targets.base import TargetStatus as TS
 from launcher.targets.jobfiles import AgentStatus, agent_phase
@@ -119,21 +119,6 @@ def ended_status(h: KaggleHandle, native: KernelSession, st: AgentStatus | None)
     )
 
 
-def session_cap_or_limit(h: KaggleHandle, st: TS, ran_s: float) -> TS:
-    """A session the agent (or Kaggle) stopped at a time limit: was it the session's cap, with
-    the job's own time left (PREEMPTED: the next session goes on), or the job's limit?"""
-    if st.phase is not Phase.STOPPED or st.stop_reason != "time_limit":
-        return st
-    margin = h.stop_margin_s + 1.0
-    if h.job_left_s is not None and ran_s >= h.job_left_s - 2 * margin:
-        return st  # the job used its own limit
-    cap = h.session_s / 3600
-    why = st.message or f"session {h.attempt} reached the session cap ({cap:g} h)"
-    return st.model_copy(
-        update={"phase": Phase.PREEMPTED, "stop_reason": "session_cap", "message": why}
-    )
-
-
 def labelled_kernels(client: KaggleClient) -> list[tuple[str, str, str]]:
     """Kernels whose title says launch made them: (owner/slug, run id, "kernel")."""
     found: list[tuple[str, str, str]] = []
@@ -159,37 +144,13 @@ def explain_secrets(home: Path, secrets: list[str], notify: Callable[[str], None
     mark.touch()
 
 
-def lower_for_kaggle(
-    spec: JobSpec, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
-) -> Lowered:
-    """The job's image lowered for Kaggle, its GPU problems found against Kaggle's driver: the
-    image folder's requirements file (targets.kaggle.requirements names which), or for a
-    registry image that file relative to the project, else what the image has installed."""
-    gpu = spec.resources.gpu.count > 0
-    key = "targets.kaggle.requirements"
-    if spec.image_dir is not None:
-        req = spec.image_dir / opts.requirements
-        label = f"images/{spec.image}/{opts.requirements}"
-    elif spec.image_ref is not None and opts.requirements != "requirements.txt":
-        req, label = spec.project_root / opts.requirements, opts.requirements
-    elif spec.image_ref is not None:
-        req = frozen_requirements(spec.image_ref, home, notify)
-        label = f"what {spec.image_ref} has installed"
-    else:
-        return Lowered()
-    if opts.requirements != "requirements.txt" and not req.is_file():
-        raise TargetUnavailableError(f"{key}: {req} does not exist")
-    stack = STACKS["kaggle"]
-    return lower(req, stack, gpu=gpu, label=label, image_dir=spec.image_dir, option_key=key)
-
-
 def kernel_job(
     spec: JobSpec, opts: KaggleOptions, home: Path, notify: Callable[[str], None]
 ) -> KernelJob:
     """The job's part of every session's kernel configuration. What the image or the job needs
     that Kaggle cannot give: a requirement Kaggle's GPU cannot run is refused (with the fix)
     before anything is pushed, the rest is warned about."""
-    lowered = lower_for_kaggle(spec, opts, home, notify)
+    lowered = lower_job(spec, "kaggle", opts.requirements, home, notify)
     if lowered.problems:
         what, fix = lowered.problems[0]
         raise TargetUnavailableError(what, hint=fix)

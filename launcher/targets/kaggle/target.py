@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
+from launcher.attempts import state_archive
 from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
 from launcher.sync import LocalTree, PullResult, pull_tree
 from launcher.targets.base import (
@@ -39,7 +40,7 @@ from launcher.targets.base import (
     Target,
 )
 from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_config, job_bundle
+from launcher.targets.jobfiles import agent_config, job_bundle, session_cap_or_limit
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle import outputs, sessions
 from launcher.targets.kaggle.client import (
@@ -202,7 +203,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         if attempt.resume_from is not None:
             slug = names.state_slug(prepared.run_id, attempt.number)
             archive = self.home / "kaggle" / "state" / f"{slug}.tar.gz"
-            digest = outputs.state_archive(attempt.resume_from, list(attempt.resume_skip), archive)
+            digest = state_archive(attempt.resume_from, list(attempt.resume_skip), archive)
             title = f"launch state {prepared.run_id} a{attempt.number}"
             upload_state(client, owner, slug, title, archive, ledger)
             h = h.model_copy(update={"state_slug": slug})
@@ -232,7 +233,14 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         agent = outputs.read_status(cache)
         st = sessions.ended_status(h, native or KernelSession(status="COMPLETE"), agent)
         ran = names.seconds_between(agent.started_at, agent.ended_at) if agent else 0.0
-        return sessions.session_cap_or_limit(h, st, ran)
+        return session_cap_or_limit(
+            st,
+            attempt=h.attempt,
+            session_s=h.session_s,
+            job_left_s=h.job_left_s,
+            stop_margin_s=h.stop_margin_s,
+            ran_s=ran,
+        )
 
     def status(self, handle: KaggleHandle) -> TS:
         h = handle

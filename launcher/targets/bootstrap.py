@@ -1,0 +1,57 @@
+"""Source the generated Kaggle kernel and Colab notebook share: installing what the lowered
+image needs that the platform's own Python lacks (or has at an incompatible version).
+
+It is text, not code of this package, because it runs there: each template pastes it in where
+it has defined `CONFIG` (with "requirements" from `Lowered.requirements` and "pip_options"),
+`say(msg)` and `fail(code, msg)`. Plain Python 3 with the standard library only.
+"""
+
+from __future__ import annotations
+
+INSTALL_SOURCE = r'''
+def numbers(version):
+    """(2, 13, 0) of "2.13.0+cu121": leading digits of each release part."""
+    out = []
+    for part in version.split("+")[0].split("."):
+        digits = ""
+        for c in part:
+            if not c.isdigit():
+                break
+            digits += c
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def compatible(have, op, want):
+    if not op or not want:
+        return True
+    h, w = numbers(have), numbers(want)
+    if op == "==":  # the same release, or the same feature release (x.y) of a x.y.z pin
+        return h[: len(w)] + (0,) * (len(w) - len(h)) == w or (len(w) > 2 and h[:2] == w[:2])
+    if op == "~=":
+        return h >= w and h[: max(1, len(w) - 1)] == w[: max(1, len(w) - 1)]
+    return {">=": h >= w, "<=": h <= w, ">": h > w, "<": h < w, "!=": h != w}.get(op, True)
+
+
+def install_requirements():
+    from importlib import metadata
+    missing = []
+    for req in CONFIG["requirements"]:
+        try:
+            have = metadata.version(req["name"])
+        except metadata.PackageNotFoundError:
+            have = None
+        if have is not None and compatible(have, req["op"], req["version"]):
+            say("keeping %s %s (asked %s)" % (req["name"], have, req["line"]))
+        else:
+            missing.append(req["line"])
+    if not missing:
+        return
+    say("installing " + " ".join(missing))
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    proc = subprocess.run(cmd + CONFIG["pip_options"] + missing, capture_output=True, text=True)
+    if proc.returncode != 0:
+        fail(3, "pip could not install %s: %s" % (" ".join(missing), proc.stderr[-1500:]))
+'''
