@@ -6,7 +6,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="launch-sim" \
-      org.opencontainers.image.description="Vast.ai and Kaggle emulators of launch"
+      org.opencontainers.image.description="Vast.ai, Kaggle, Drive and Colab emulators of launch"
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,6 +26,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY pyproject.toml README.md /src/
 COPY launcher /src/launcher
-RUN python3 -m pip install -q "/src[vast]"
+RUN python3 -m pip install -q "/src[vast,sim]"
 
 ENTRYPOINT ["launch", "sim", "serve"]

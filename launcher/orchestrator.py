@@ -294,6 +294,7 @@ class Orchestrator:
         stop_sent_at: float | None = None
         killed = False
         polls = 0
+        said = ""
         while True:
             stop = self.store.stop_request(run_id)
             if stop is None:
@@ -304,6 +305,9 @@ class Orchestrator:
             st = self.target.status(handle)
             cursor = self._stream(handle, cursor, streamed, show_logs)
             self._follow_phase(run_id, st)
+            if st.message != said and not st.finished:  # e.g. "waiting for you to open <link>"
+                said = st.message
+                self.store.update(run_id, message=said)
             now = self.clock()
             if st.phase is Phase.RUNNING:
                 ran += now - prev

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from launcher.cli.auth import auth
 from launcher.cli.tools import image, sim
 from launcher.errors import ExitStatus, LaunchError
 
@@ -58,6 +59,7 @@ def cli(debug: bool) -> None:
 # `launch image ...` and `launch sim ...` live in cli/tools.py (click only, as cheap as this)
 cli.add_command(image)
 cli.add_command(sim)
+cli.add_command(auth)
 
 
 @cli.command()

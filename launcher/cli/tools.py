@@ -53,6 +53,21 @@ def image_build(
 
 def _exports(platform: str, url: str) -> str:
     """What to paste into a shell so `launch` (and the platform's own CLI) use the emulator."""
+    if platform == "drive":
+        from launcher.sim.drive.sim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_USER
+
+        return (
+            f"# launch:\nexport LAUNCH_DRIVE_URL={url}\n"
+            f"export LAUNCH_COLAB_CLIENT_ID={DEFAULT_CLIENT_ID} "
+            f"LAUNCH_COLAB_CLIENT_SECRET={DEFAULT_CLIENT_SECRET}\n"
+            f"# then: launch auth colab (the emulator consents as {DEFAULT_USER} at once)"
+        )
+    if platform == "colab":
+        return (
+            f"# launch (with the Drive emulator's exports):\nexport LAUNCH_COLAB_URL={url}\n"
+            "# the links `launch run --target colab` prints now open a session here "
+            "(--auto-open opens each new notebook at once)"
+        )
     if platform == "vast":
         from launcher.sim.vast.sim import DEFAULT_API_KEY
 
@@ -76,12 +91,13 @@ def sim() -> None:
 
 
 @sim.command("serve")
-@click.argument("platform", type=click.Choice(["vast", "kaggle"]))
+@click.argument("platform", type=click.Choice(["vast", "kaggle", "drive", "colab"]))
 @click.option("--port", default=0, show_default=True, help="0 picks a free port.")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
-    help="Keep the emulator's state (instances' keys, datasets, kernel folders) here "
+    help="Keep the emulator's state (instances' keys, datasets, kernel folders, Drive file "
+    "contents) here "
     "[default: a temporary folder]. Kaggle kernels bind-mount from it, so a containerised "
     "emulator needs it at the same path on the host (compose.yaml does this).",
 )
@@ -91,7 +107,16 @@ def sim() -> None:
     show_default=True,
     help="kaggle: the image kernels run in (Kaggle's own image stands in for it).",
 )
-def sim_serve(platform: str, port: int, state_dir: Path | None, kernel_image: str) -> None:
+@click.option("--drive-url", help="colab: the Drive emulator its notebooks live in (required).")
+@click.option("--auto-open", is_flag=True, help="colab: run each new notebook at once.")
+def sim_serve(
+    platform: str,
+    port: int,
+    state_dir: Path | None,
+    kernel_image: str,
+    drive_url: str | None,
+    auto_open: bool,
+) -> None:
     """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers, then the
     exports to paste (the URL and the credentials it accepts). Ctrl-C or SIGTERM stops it and
     removes every machine and kernel container it made.
@@ -108,5 +133,9 @@ def sim_serve(platform: str, port: int, state_dir: Path | None, kernel_image: st
         options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
     if platform == "kaggle":
         options["image"] = kernel_image
+    if platform == "colab":
+        if not drive_url:
+            raise click.UsageError("launch sim serve colab needs --drive-url (the Drive emulator)")
+        options.update(drive_url=drive_url, auto_open=auto_open)
     module = importlib.import_module(f"launcher.sim.{platform}")
     module.serve(host="127.0.0.1", port=port, on_ready=ready, **options)

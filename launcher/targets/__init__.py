@@ -28,7 +28,7 @@ TARGETS: dict[str, _Entry] = {
     "kaggle": _Entry(
         "launcher.targets.kaggle.target:KaggleTarget", "pip install 'launch[kaggle]'"
     ),
-    "colab": _Entry("launcher.targets.colab.target:ColabTarget", "not built yet", False),
+    "colab": _Entry("launcher.targets.colab.target:ColabTarget", "pip install 'launch[colab]'"),
 }
 
 

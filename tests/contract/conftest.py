@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from launcher.sim.colab import ColabSim
+from launcher.sim.drive import DriveSim
 from launcher.sim.kaggle import KaggleSim
 from launcher.sim.kaggle.runner import INSTANCE_LABEL
 from launcher.sim.vast import VastSim
@@ -16,7 +18,7 @@ from tests.contract import platforms
 from tests.contract.platforms import KAGGLE_KEY, KAGGLE_USER, Platform
 
 VAST_KEY = "contract-vast-key"
-PLATFORMS = ["local-docker", "local-process", "vast", "kaggle"]
+PLATFORMS = ["local-docker", "local-process", "vast", "kaggle", "colab"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,29 @@ def contract_kaggle(
     assert left == [], f"containers left behind: {left}"
 
 
+@pytest.fixture(scope="module")
+def contract_drive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DriveSim]:
+    with DriveSim(data_dir=tmp_path_factory.mktemp("drive-sim")) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def contract_colab(
+    contract_drive: DriveSim, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ColabSim]:
+    """Notebooks run in kernels of this Python (it has ipykernel); every new one is opened."""
+    sim = ColabSim(
+        drive_url=contract_drive.url,
+        data_dir=tmp_path_factory.mktemp("colab-sim"),
+        sync_seconds=0.3,
+        auto_open=True,
+    )
+    with sim:
+        yield sim
+    running = [s.id for s in sim.sessions.values() if s.state == "running"]
+    assert running == [], f"sessions left running: {running}"
+
+
 @pytest.fixture(params=PLATFORMS)
 def platform(
     request: pytest.FixtureRequest, launch_home: Path, base_image: str, tmp_path: Path
@@ -73,6 +98,10 @@ def platform(
     if name == "vast":
         sim: VastSim = request.getfixturevalue("contract_vast")
         return platforms.vast(launch_home, sim, VAST_KEY, base_image)
+    if name == "colab":
+        drive: DriveSim = request.getfixturevalue("contract_drive")
+        colab: ColabSim = request.getfixturevalue("contract_colab")
+        return platforms.colab(launch_home, drive, colab, tmp_path / "drive-credentials.json")
     kaggle: KaggleSim = request.getfixturevalue("contract_kaggle")
     (tmp_path / "kaggle-config").mkdir()
     return platforms.kaggle(launch_home, kaggle, tmp_path / "kaggle-config")

@@ -5,6 +5,8 @@ it, what of a run could be left on it, and how it ends an attempt the way that p
     local-process  the agent as a process in a virtualenv
     vast           the Vast emulator (instances are real containers with a real sshd)
     kaggle         the Kaggle emulator (kernels really run, in containers)
+    colab          the Drive emulator and the Colab runtime emulator (the notebook really runs in
+                   a Jupyter kernel; the sim opens each new notebook at once, as a user would)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from launcher.sim.colab import ColabSim
+from launcher.sim.drive import DriveSim
 from launcher.sim.kaggle import KaggleSim
 from launcher.sim.kaggle.runner import INSTANCE_LABEL
 from launcher.sim.vast import VastSim
@@ -143,6 +147,52 @@ def kaggle(home: Path, sim: KaggleSim, config_dir: Path) -> Platform:
         ),
         early_phase="provisioning",
         never_runs_if_cancelled_early=False,
+    )
+
+
+def colab(home: Path, drive: DriveSim, runtime: ColabSim, credentials: Path) -> Platform:
+    credentials.write_text(json.dumps(drive.user_credentials()))
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LAUNCH_COLAB", "LAUNCH_DRIVE"))
+    }
+    env.update(
+        LAUNCH_HOME=str(home),
+        LAUNCH_DRIVE_URL=drive.url,
+        LAUNCH_COLAB_URL=runtime.url,
+        LAUNCH_COLAB_CREDENTIALS=str(credentials),
+        LAUNCH_COLAB_POLL_S="0.2",
+        LAUNCH_COLAB_RETRY_S="0.05",
+    )
+
+    def leftovers() -> list[str]:
+        running = [f"session {s.id}" for s in runtime.sessions.values() if s.state == "running"]
+        folders = [
+            f"folder {f.title}"
+            for f in drive.files(trashed=False)
+            if f.mime_type == "application/vnd.google-apps.folder" and "-s" in f.title
+        ]
+        return running + folders
+
+    def end_attempt(rec: dict[str, Any]) -> None:
+        notebook = rec["handle"]["data"]["notebook_id"]
+        [session] = [s for s in runtime.sessions.values() if s.notebook_id == notebook]
+        runtime.disconnect(session.id)  # the tab closed: the VM goes, nothing gets to save
+
+    return Platform(
+        name="colab",
+        env=env,
+        args=[
+            "--target",
+            "colab",
+            "--set",
+            "targets.colab.sync_seconds=0.3",
+            "--set",
+            "targets.colab.lost_after_minutes=0.25",
+        ],  # fmt: skip
+        leftovers=leftovers,
+        end_attempt=end_attempt,
+        early_phase="provisioning",
+        never_runs_if_cancelled_early=False,  # the sim opens the notebook as soon as it is there
     )
 
 

@@ -1,4 +1,4 @@
-"""compose.yaml: both emulators as containers on the host's engine, and a real `launch run` on the
+"""compose.yaml: the emulators as containers on the host's engine, and a real `launch run` on the
 containerised Vast emulator (its instance is a sibling container with a real sshd).
 
 Compose comes from `docker compose` (v2) or `docker-compose` (v1); when neither is installed the
@@ -63,13 +63,16 @@ def _get(url: str) -> dict:  # type: ignore[type-arg]
 def stack(
     compose: list[str], base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    """`compose up` of both emulators on free ports; `down` afterwards. Yields their URLs."""
-    vast_port, kaggle_port = _free_port(), _free_port()
+    """`compose up` of the emulators on free ports; `down` afterwards. Yields the Vast and
+    Kaggle URLs (the Drive and Colab emulators are only checked to answer)."""
+    vast_port, kaggle_port, drive_port, colab_port = (_free_port() for _ in range(4))
     env = dict(
         os.environ,
         LAUNCH_BASE_IMAGE=base_image,
         LAUNCH_SIM_VAST_PORT=str(vast_port),
         LAUNCH_SIM_KAGGLE_PORT=str(kaggle_port),
+        LAUNCH_SIM_DRIVE_PORT=str(drive_port),
+        LAUNCH_SIM_COLAB_PORT=str(colab_port),
         LAUNCH_SIM_STATE=str(tmp_path_factory.mktemp("sim-state")),
         LAUNCH_SIM_KERNEL_IMAGE=base_image,
     )
@@ -87,6 +90,8 @@ def stack(
             try:
                 _get(f"{vast}/api/v0/gpu_names/unique/")
                 assert _get(f"{kaggle}/_emu/health")["ok"] is True
+                assert _get(f"http://127.0.0.1:{drive_port}/_sim/health")["ok"] is True
+                assert _get(f"http://127.0.0.1:{colab_port}/_sim/sessions") == []
                 break
             except OSError as e:
                 if time.monotonic() > deadline:

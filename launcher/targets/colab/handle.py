@@ -1,0 +1,85 @@
+"""What a Colab run keeps (its prepared job, one handle per session) and the names it gives
+things in Drive.
+
+Every session gets its own folder in the user's Drive, under one "launch" folder:
+
+    My Drive/launch/<run id>-s<N>/
+        <run id>-s<N>.ipynb   the notebook the user opens (Colab's MIME type, GPU preselected)
+        bundle.tar.gz         the workload, the agent, launchkit (sha256 in job.json)
+        job.json              what the notebook runs: the agent's settings, requirements, the
+                              NAMES of secrets (never a value), the session's limits
+        control.json          {"desired": "run" | "stop"}: `launch cancel` writes it
+        state.tar.gz          a resumed session's checkpoints and outputs (sha256 in job.json)
+        run/                  written by the notebook: status.json, heartbeat.json, logs/,
+                              outputs/, checkpoints/ (the agent's workspace, copied over)
+
+Folders and files are addressed by id, never by title (Drive allows duplicate titles). The
+notebook finds its folder by path under the mounted Drive, and checks the folder id in job.json.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.targets.base import Handle, Prepared
+
+ROOT_TITLE = "launch"
+RUN_DIR = "run"  # the agent's workspace, as the notebook copies it to Drive
+JOB_FILE = "job.json"
+CONTROL_FILE = "control.json"
+BUNDLE_FILE = "bundle.tar.gz"
+STATE_FILE = "state.tar.gz"
+HEARTBEAT_FILE = "heartbeat.json"  # the notebook's own, while it installs and runs the agent
+NOTEBOOK_MIME = "application/vnd.google.colaboratory"
+FOLDER_MIME = "application/vnd.google-apps.folder"
+_TITLE = re.compile(r"(\S+)-s(\d+)")
+
+
+def folder_title(run_id: str, session: int) -> str:
+    return f"{run_id}-s{session}"
+
+
+def run_of_title(title: str) -> str | None:
+    m = _TITLE.fullmatch(title.strip())
+    return m.group(1) if m else None
+
+
+class NotebookJob(BaseModel):
+    """The job's part of every session's job.json (see notebook.py). Holds NAMES of secrets,
+    never values."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    requirements: list[dict[str, str]] = Field(default_factory=list[dict[str, str]])
+    pip_options: list[str] = Field(default_factory=list[str])
+    secrets: list[str] = Field(default_factory=list[str])
+    session_s: float
+    safety_s: float  # the notebook's own start and the last copy to Drive fit in the session
+    sync_s: float
+
+
+class ColabPrepared(Prepared):
+    job: str
+    notebook: NotebookJob
+    gpu: str | None = None  # None: a CPU runtime
+    keep: bool = False
+    lost_after_s: float = 600.0
+
+
+class ColabHandle(Handle):
+    """One session of a run: its Drive folder, and the notebook the user opens."""
+
+    folder_title: str
+    folder_id: str | None = None
+    notebook_id: str | None = None
+    control_id: str | None = None
+    link: str = ""
+    submitted_at: float = 0.0  # epoch seconds
+    job_left_s: float | None = None  # of the job's time limit, when this session started
+    session_s: float = 12 * 3600.0
+    stop_margin_s: float = 60.0
+    sync_s: float = 30.0
+    lost_after_s: float = 600.0
+    keep: bool = False
