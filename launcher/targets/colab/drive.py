@@ -315,17 +315,18 @@ class Drive:
         return self.read_range(file_id, 0)
 
     @contextmanager
-    def open(self, f: DriveFile) -> Generator[BinaryIO]:
+    def open(self, f: DriveFile, verified: set[str] | None = None) -> Generator[BinaryIO]:
         """A reader of one file, in CHUNK-sized ranged GETs; checked against Drive's size and
-        md5 when read to its end."""
-        yield _Reader(self, f)  # pyright: ignore[reportReturnType]
+        md5 when read to its end (its id then goes into `verified`)."""
+        yield _Reader(self, f, verified)  # pyright: ignore[reportReturnType]
 
 
 class _Reader(io.RawIOBase):
-    def __init__(self, drive: Drive, f: DriveFile) -> None:
+    def __init__(self, drive: Drive, f: DriveFile, verified: set[str] | None = None) -> None:
         self.drive, self.f = drive, f
         self.pos = 0
         self.md5 = hashlib.md5()
+        self.verified = verified  # gets the file's id once its bytes matched Drive's md5
 
     def readable(self) -> bool:
         return True
@@ -347,7 +348,11 @@ class _Reader(io.RawIOBase):
         return data
 
     def _check(self) -> None:
-        if self.f.md5 and self.md5.hexdigest() != self.f.md5.lower():
+        if self.f.md5 and self.md5.hexdigest() == self.f.md5.lower():
+            if self.verified is not None:
+                self.verified.add(self.f.id)
+            return
+        if self.f.md5:
             now = self.drive.get(self.f.id)
             if now is None or (now.md5, now.modified_ns) != (self.f.md5, self.f.modified_ns):
                 # rewritten while we read it: like a file that changed during a copy, the
@@ -367,6 +372,7 @@ class DriveTree:
     def __init__(self, drive: Drive, folder_id: str) -> None:
         self.drive, self.folder_id = drive, folder_id
         self._files: dict[str, DriveFile] = {}
+        self._verified: set[str] = set()
 
     def list_files(self) -> list[RemoteFile]:
         self._files = self.drive.tree(self.folder_id)
@@ -379,10 +385,14 @@ class DriveTree:
         f = self._files.get(path)
         if f is None:
             raise FileNotFoundError(path)
-        return self.drive.open(f)
+        self._verified.discard(f.id)
+        return self.drive.open(f, self._verified)
 
     def stat(self, path: str) -> RemoteFile | None:
         known = self._files.get(path)
+        if known is not None and known.id in self._verified:
+            # the bytes just read have the md5 the listing gave: the listed version, unchanged
+            return RemoteFile(path=path, size=known.size, mtime_ns=known.modified_ns)
         now = self.drive.get(known.id) if known is not None else None
         if now is None or now.trashed:
             return None

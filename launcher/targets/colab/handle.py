@@ -80,6 +80,6 @@ class ColabHandle(Handle):
     job_left_s: float | None = None  # of the job's time limit, when this session started
     session_s: float = 12 * 3600.0
     stop_margin_s: float = 60.0
-    sync_s: float = 30.0
+    sync_s: float = 15.0
     lost_after_s: float = 600.0
     keep: bool = False

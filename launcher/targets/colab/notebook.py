@@ -168,6 +168,7 @@ class Mirror:
         self.sent = {}
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.wake = threading.Event()
         self.proc = None
         self.missing = 0
         self.gpu = gpu_name()
@@ -244,8 +245,17 @@ class Mirror:
                 print("[launch] Drive: %s" % e, flush=True)
 
     def loop(self):
-        while not self.done.wait(CONFIG["sync_s"]):
-            self.round()
+        while not self.done.is_set():
+            self.wake.wait(CONFIG["sync_s"])
+            self.wake.clear()
+            if not self.done.is_set():
+                self.round()
+
+    def soon(self, delay):
+        """A round in `delay` seconds: the job's first lines reach Drive without a full wait."""
+        timer = threading.Timer(delay, self.wake.set)
+        timer.daemon = True
+        timer.start()
 
 
 def agent_settings():
@@ -264,6 +274,8 @@ def run_agent(mirror):
     proc = subprocess.Popen([sys.executable, os.path.join(BUNDLE, "agent.py"), "--root", WORK],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     mirror.proc = proc
+    for delay in (1.0, 5.0):
+        mirror.soon(delay)
 
     def relay():  # the job's output in the notebook too, for whoever watches the tab
         for raw in iter(proc.stdout.readline, b""):
@@ -324,6 +336,7 @@ def main():
     finally:
         STEP["now"] = "ended"
         mirror.done.set()
+        mirror.wake.set()
         syncer.join(timeout=CONFIG.get("sync_s", 30) + 30)
         mirror.round()
         try:

@@ -55,9 +55,9 @@ class ColabOptions(StrictModel):
             gt=0,
             le=3600,
             description="How often the notebook copies logs, status and new checkpoints to "
-            "Drive (and reads a stop request from it).",
+            "Drive (and reads a stop request from it); the job's first lines go at once.",
         ),
-    ] = 30
+    ] = 15
     lost_after_minutes: Annotated[
         float,
         Field(
