@@ -326,7 +326,10 @@ class Orchestrator:
                     )
                     return gone, streamed
             if now - last_sync >= policy.sync_every_s:
-                self.target.pull(handle, out)
+                try:
+                    self.target.pull(handle, out)
+                except LaunchError as e:  # a platform briefly out of reach: the next one will do
+                    self.reporter.note(f"could not pull this time: {e.message}")
                 self.store.update_attempt(run_id, n, ran_s=ran)
                 last_sync = now
             if stop is None:

@@ -26,6 +26,7 @@ import signal
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -179,8 +180,12 @@ class ColabSim:
     # ---- sessions ---------------------------------------------------------------------------
 
     def open(self, notebook_id: str) -> SessionInfo:
-        """The user opens the notebook's link and runs all its cells."""
+        """The user opens the notebook's link and runs all its cells. A notebook in Drive's
+        trash (its run ended) does not open: LookupError."""
         from launcher.sim.colab.runner import Runner
+
+        if self._trashed(notebook_id):
+            raise LookupError(f"notebook {notebook_id} is in Drive's trash")
 
         with self._lock:
             sid = f"s{len(self.sessions) + 1}"
@@ -228,6 +233,8 @@ class ColabSim:
                         if nb not in opened:
                             opened.add(nb)
                             self.open(nb)
+                except LookupError:
+                    pass  # trashed between the listing and the click
                 except OSError as e:
                     print(f"colab sim: cannot list notebooks in Drive: {e}", flush=True)
 
@@ -238,6 +245,19 @@ class ColabSim:
         with urllib.request.urlopen(req, timeout=30) as r:
             items: list[dict[str, Any]] = json.loads(r.read()).get("items", [])
         return [str(i["id"]) for i in items]
+
+    def _trashed(self, notebook_id: str) -> bool:
+        req = urllib.request.Request(f"{self.drive_url}/drive/v2/files/{notebook_id}")
+        req.add_header("Authorization", f"Bearer {self.token()}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                meta: dict[str, Any] = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return True
+            raise
+        labels: dict[str, Any] = meta.get("labels") or {}
+        return bool(labels.get("trashed"))
 
     def notebook_text(self, notebook_id: str) -> str:
         req = urllib.request.Request(f"{self.drive_url}/drive/v2/files/{notebook_id}?alt=media")
@@ -283,7 +303,11 @@ def _handler(sim: ColabSim) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = urllib.parse.urlsplit(self.path).path
             if path.startswith("/drive/"):
-                info = sim.open(path[len("/drive/") :])
+                try:
+                    info = sim.open(path[len("/drive/") :])
+                except LookupError as e:
+                    self._send(404, f"<html><body>Colab sim: {e}</body></html>", "text/html")
+                    return
                 page = f"<html><body>Colab sim: session {info.id} runs notebook "
                 self._send(200, page + f"{info.notebook_id}</body></html>", "text/html")
             elif path == "/_sim/sessions":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -107,12 +108,13 @@ class _Catch(BaseHTTPRequestHandler):
         self.done.set()
 
 
+def _param(url: str, name: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url.strip()).query).get(name, [""])[0]
+
+
 def _code_from(text: str) -> str:
     """The code from a pasted redirect address, or the pasted code itself."""
-    text = text.strip()
-    if "code=" in text:
-        return urllib.parse.parse_qs(urllib.parse.urlsplit(text).query).get("code", [""])[0]
-    return text
+    return _param(text, "code") if "code=" in text else text.strip()
 
 
 def authorize(
@@ -144,6 +146,9 @@ def authorize(
         "save_credentials": False,
     }
     gauth: Any = GoogleAuth(settings=settings)
+    gauth.GetFlow()
+    state = secrets.token_urlsafe(16)  # the redirect must carry it back: not a forged code
+    gauth.flow.params["state"] = state
     url = str(gauth.GetAuthUrl())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -166,6 +171,8 @@ def authorize(
             pasted = ask("address or code")
             if not done.is_set():
                 got["code"] = _code_from(pasted)
+                # a bare code was copied by the user from the page itself: nothing to check
+                got["state"] = _param(pasted, "state") if "state=" in pasted else state
     finally:
         server.shutdown()
         server.server_close()
@@ -173,7 +180,17 @@ def authorize(
         raise TargetUnavailableError(
             f"Google did not grant Drive access ({got.get('error', 'no code')})"
         )
-    gauth.Authenticate(got["code"])
+    if got.get("state") != state:
+        raise TargetUnavailableError(
+            "the consent answer is not the one this command asked for (its state differs)",
+            hint="run `launch auth colab` again and use the link it prints",
+        )
+    try:
+        gauth.Authenticate(got["code"])
+    except Exception as e:  # noqa: BLE001 - pydrive2's AuthenticationError, oauth2client's own
+        raise TargetUnavailableError(
+            f"Google did not accept the code: {e}", hint="run `launch auth colab` again"
+        ) from e
     path = credentials_path(home)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write_private(path, str(gauth.credentials.to_json()))

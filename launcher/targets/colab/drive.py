@@ -10,20 +10,18 @@ md5Checksum.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import time
 from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from launcher.errors import TargetError, TargetUnavailableError
-from launcher.sync import PullVerifyError, RemoteFile
 from launcher.targets.colab.endpoint import drive_url, point_pydrive2_at
 from launcher.targets.colab.handle import FOLDER_MIME
 
@@ -80,6 +78,7 @@ class DriveFile:
     md5: str
     modified_ns: int
     trashed: bool = False
+    description: str = ""
 
     @property
     def is_folder(self) -> bool:
@@ -102,6 +101,7 @@ def _file(meta: dict[str, Any]) -> DriveFile:
         md5=str(meta.get("md5Checksum") or ""),
         modified_ns=modified_ns,
         trashed=bool(labels.get("trashed", False)),
+        description=str(meta.get("description") or ""),
     )
 
 
@@ -165,6 +165,7 @@ class Drive:
     def _call(self, what: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T | None:
         """Run one Drive request: retried on rate limits and server errors; None for a file
         that is not there when `missing_ok`."""
+        from httplib2 import HttpLib2Error  # pyright: ignore[reportMissingTypeStubs]
         from pydrive2.files import ApiRequestError, FileNotUploadedError  # pyright: ignore[reportMissingTypeStubs]
 
         attempts = 6
@@ -190,7 +191,7 @@ class Drive:
                     ) from e
             except FileNotUploadedError as e:
                 raise TargetError(f"Drive could not {what}: {e}") from e
-            except OSError as e:  # connection refused, reset, timeouts (httplib2 raises these)
+            except (OSError, HttpLib2Error) as e:  # offline, refused, reset, timed out
                 if n == attempts - 1:
                     raise TargetError(f"Drive could not {what}: {e}") from e
             time.sleep(min(30.0, self.retry_s * 2**n))
@@ -273,6 +274,14 @@ class Drive:
 
         self._call(f"update file {file_id}", send)
 
+    def set_description(self, file_id: str, text: str) -> None:
+        def send() -> None:
+            f = self._gdrive().CreateFile({"id": file_id})
+            f["description"] = text
+            f.Upload()  # metadata only: a PATCH
+
+        self._call(f"describe {file_id}", send, missing_ok=True)
+
     def trash(self, file_id: str) -> None:
         def send() -> None:
             self._gdrive().CreateFile({"id": file_id}).Trash()
@@ -318,85 +327,6 @@ class Drive:
     def open(self, f: DriveFile, verified: set[str] | None = None) -> Generator[BinaryIO]:
         """A reader of one file, in CHUNK-sized ranged GETs; checked against Drive's size and
         md5 when read to its end (its id then goes into `verified`)."""
-        yield _Reader(self, f, verified)  # pyright: ignore[reportReturnType]
+        from launcher.targets.colab.tree import Reader
 
-
-class _Reader(io.RawIOBase):
-    def __init__(self, drive: Drive, f: DriveFile, verified: set[str] | None = None) -> None:
-        self.drive, self.f = drive, f
-        self.pos = 0
-        self.md5 = hashlib.md5()
-        self.verified = verified  # gets the file's id once its bytes matched Drive's md5
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if self.pos >= self.f.size:
-            self._check()
-            return b""
-        want = CHUNK if size < 0 else min(size, CHUNK)
-        end = min(self.f.size, self.pos + want) - 1
-        data = self.drive.read_range(self.f.id, self.pos, end)
-        if not data:
-            raise PullVerifyError(
-                f"Drive file {self.f.title} ended at {self.pos} of {self.f.size} bytes",
-                hint="it changed while it was pulled; pull again",
-            )
-        self.pos += len(data)
-        self.md5.update(data)
-        return data
-
-    def _check(self) -> None:
-        if self.f.md5 and self.md5.hexdigest() == self.f.md5.lower():
-            if self.verified is not None:
-                self.verified.add(self.f.id)
-            return
-        if self.f.md5:
-            now = self.drive.get(self.f.id)
-            if now is None or (now.md5, now.modified_ns) != (self.f.md5, self.f.modified_ns):
-                # rewritten while we read it: like a file that changed during a copy, the
-                # next pull gets the new one
-                raise FileNotFoundError(self.f.title)
-            raise PullVerifyError(
-                f"pulled {self.f.title}: md5 {self.md5.hexdigest()} does not match Drive's "
-                f"{self.f.md5}",
-                hint="pull again; if it persists, the transfer corrupts data",
-            )
-
-
-class DriveTree:
-    """`RemoteTree` (launcher/sync.py) over a Drive folder: `pull_tree` brings it home, verified
-    and atomic like every other target's pull."""
-
-    def __init__(self, drive: Drive, folder_id: str) -> None:
-        self.drive, self.folder_id = drive, folder_id
-        self._files: dict[str, DriveFile] = {}
-        self._verified: set[str] = set()
-
-    def list_files(self) -> list[RemoteFile]:
-        self._files = self.drive.tree(self.folder_id)
-        return [
-            RemoteFile(path=p, size=f.size, mtime_ns=f.modified_ns)
-            for p, f in sorted(self._files.items())
-        ]
-
-    def open(self, path: str) -> AbstractContextManager[BinaryIO]:
-        f = self._files.get(path)
-        if f is None:
-            raise FileNotFoundError(path)
-        self._verified.discard(f.id)
-        return self.drive.open(f, self._verified)
-
-    def stat(self, path: str) -> RemoteFile | None:
-        known = self._files.get(path)
-        if known is not None and known.id in self._verified:
-            # the bytes just read have the md5 the listing gave: the listed version, unchanged
-            return RemoteFile(path=path, size=known.size, mtime_ns=known.modified_ns)
-        now = self.drive.get(known.id) if known is not None else None
-        if now is None or now.trashed:
-            return None
-        return RemoteFile(path=path, size=now.size, mtime_ns=now.modified_ns)
-
-    def sha256(self, path: str) -> str | None:
-        return None  # Drive has md5 only: the reader checks it
+        yield Reader(self, f, verified)  # pyright: ignore[reportReturnType]

@@ -20,6 +20,7 @@ notebook finds its folder by path under the mounted Drive, and checks the folder
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +47,18 @@ def run_of_title(title: str) -> str | None:
     return m.group(1) if m else None
 
 
+def folder_description(run_id: str, session: int, home: str, kept: bool = False) -> str:
+    """The folder's description: which run, and which launch home made it (`launch gc` of
+    another machine or home leaves it alone); "kept" when the run ended and left it there."""
+    return f"launch run {run_id} session {session} home {home}" + (" kept" if kept else "")
+
+
+def home_of_description(description: str) -> tuple[str, bool] | None:
+    """(home, kept) of a folder launch made; None for any other folder."""
+    m = re.fullmatch(r"launch run \S+ session \d+ home (\S+)( kept)?", description.strip())
+    return (m.group(1), bool(m.group(2))) if m else None
+
+
 class NotebookJob(BaseModel):
     """The job's part of every session's job.json (see notebook.py). Holds NAMES of secrets,
     never values."""
@@ -58,6 +71,31 @@ class NotebookJob(BaseModel):
     session_s: float
     safety_s: float  # the notebook's own start and the last copy to Drive fit in the session
     sync_s: float
+    lost_after_s: float = 600.0  # the folder gone this long: the run ended, the job stops
+
+
+class SessionJob(NotebookJob):
+    """job.json: what one session's notebook runs (read by the notebook program)."""
+
+    folder_id: str
+    run_id: str
+    session: int
+    agent: dict[str, Any]  # the agent's agent.json for this session (AgentConfig.for_attempt)
+    bundle_sha256: str
+    state_sha256: str | None = None
+    job_left_s: float | None = None
+    gpu: str | None = None
+
+
+class NotebookConfig(BaseModel):
+    """What the notebook itself holds: enough to find its folder in the mounted Drive."""
+
+    run_id: str
+    session: int
+    folder_title: str
+    folder_id: str
+    root_title: str = ROOT_TITLE
+    session_s: float = 12 * 3600.0
 
 
 class ColabPrepared(Prepared):
@@ -66,6 +104,7 @@ class ColabPrepared(Prepared):
     gpu: str | None = None  # None: a CPU runtime
     keep: bool = False
     lost_after_s: float = 600.0
+    open_within_s: float = 24 * 3600.0
 
 
 class ColabHandle(Handle):
@@ -82,4 +121,5 @@ class ColabHandle(Handle):
     stop_margin_s: float = 60.0
     sync_s: float = 15.0
     lost_after_s: float = 600.0
+    open_within_s: float = 24 * 3600.0
     keep: bool = False

@@ -67,3 +67,11 @@ class ColabOptions(StrictModel):
             "minutes: keep it well above sync_seconds.",
         ),
     ] = 10
+    open_within_hours: Annotated[
+        float,
+        Field(
+            gt=0,
+            description="A session whose notebook nobody opened this long ends the run (failed): "
+            "the link was missed, or the notebook could not find its folder.",
+        ),
+    ] = 24

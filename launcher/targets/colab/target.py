@@ -19,15 +19,15 @@ Drive access is in drive.py, the notebook in notebook.py, names and models in ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
 from launcher.attempts import state_archive
@@ -41,7 +41,6 @@ from launcher.targets.base import (
     Ledger,
     LogLine,
     Notify,
-    Phase,
     Plan,
     Prepared,
     Target,
@@ -52,26 +51,24 @@ from launcher.targets.colab.drive import (
     AUTH_HINT,
     INSTALL_HINT,
     Drive,
-    DriveFile,
-    DriveTree,
     credentials_path,
     pydrive2_installed,
     read_credentials,
 )
 from launcher.targets.colab.endpoint import drive_url
-from launcher.targets.colab.handle import ColabHandle, ColabPrepared, NotebookJob
+from launcher.targets.colab.handle import (
+    ColabHandle,
+    ColabPrepared,
+    NotebookConfig,
+    NotebookJob,
+    SessionJob,
+)
 from launcher.targets.colab.notebook import notebook_json
 from launcher.targets.colab.options import ColabOptions
 from launcher.targets.colab.plan import check_job, make_plan
-from launcher.targets.jobfiles import (
-    AgentStatus,
-    agent_config,
-    agent_phase,
-    job_bundle,
-    parse_log_chunk,
-    seconds_between,
-    session_cap_or_limit,
-)
+from launcher.targets.colab.session import Watch
+from launcher.targets.colab.tree import DriveTree
+from launcher.targets.jobfiles import agent_config, job_bundle, parse_log_chunk
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -88,30 +85,9 @@ def colab_url() -> str:
     return (os.environ.get("LAUNCH_COLAB_URL") or COLAB_URL).rstrip("/")
 
 
-def _age_s(stamp: Any) -> float | None:
-    """Seconds since an agent timestamp (ISO, Z); None when there is none."""
-    from datetime import UTC, datetime
-
-    if stamp is None:
-        return None
-    try:
-        when = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - when).total_seconds())
-
-
-@dataclass
-class _Seen:
-    """One look at a session's folder (cached for a poll period)."""
-
-    at: float
-    gone: bool
-    run: dict[str, DriveFile]  # run/'s files by path
-    status: AgentStatus | None
-    heartbeat: dict[str, Any] | None
+def home_key(home: Path) -> str:
+    """A short stable id of a LAUNCH_HOME: which store a Drive folder belongs to."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
 
 
 class ColabTarget(Target[ColabPrepared, ColabHandle]):
@@ -127,8 +103,8 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
         super().__init__(home, notify)
         self._drive: Drive | None = None
+        self._watch: Watch | None = None
         self.poll_s = float(os.environ.get("LAUNCH_COLAB_POLL_S") or 5.0)
-        self._seen: dict[str, _Seen] = {}
 
     @property
     def drive(self) -> Drive:
@@ -139,6 +115,12 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
                 )
             self._drive = Drive(self.home)
         return self._drive
+
+    @property
+    def watch(self) -> Watch:
+        if self._watch is None:
+            self._watch = Watch(self.drive, self.poll_s)
+        return self._watch
 
     @classmethod
     def check(cls) -> CheckResult:
@@ -182,12 +164,15 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
                 pip_options=lowered.pip_options,
                 secrets=list(spec.secrets),
                 session_s=session_s,
-                safety_s=min(120.0, max(1.0, 0.1 * session_s)),
+                # the notebook's start and the last copy to Drive (a big checkpoint) must fit
+                safety_s=min(600.0, max(1.0, 0.1 * session_s)),
                 sync_s=opts.sync_seconds,
+                lost_after_s=opts.lost_after_minutes * 60,
             ),
             gpu=opts.gpu if spec.resources.gpu.count > 0 else None,
             keep=opts.keep,
             lost_after_s=opts.lost_after_minutes * 60,
+            open_within_s=opts.open_within_hours * 3600,
         )
 
     def _root(self) -> str:
@@ -225,16 +210,19 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         n = attempt.number
         title = names.folder_title(prepared.run_id, n)
         ticket = ledger.intent("folder", title, {"parent": root, "title": title})
-        folder = drive.create_folder(title, root, f"launch run {prepared.run_id} session {n}")
+        about = names.folder_description(prepared.run_id, n, home_key(self.home))
+        folder = drive.create_folder(title, root, about)
         ledger.created(ticket, native_id=folder)
         state_sha = None
         if attempt.resume_from is not None:
             archive = self.home / "colab" / "state" / f"{title}.tar.gz"
-            state_sha = state_archive(attempt.resume_from, list(attempt.resume_skip), archive)
-            drive.upload(folder, names.STATE_FILE, archive, "application/gzip")
-            archive.unlink(missing_ok=True)
-        job: dict[str, Any] = dict(
-            prepared.notebook.model_dump(),
+            try:
+                state_sha = state_archive(attempt.resume_from, list(attempt.resume_skip), archive)
+                drive.upload(folder, names.STATE_FILE, archive, "application/gzip")
+            finally:
+                archive.unlink(missing_ok=True)
+        job = SessionJob(
+            **prepared.notebook.model_dump(),
             folder_id=folder,
             run_id=prepared.run_id,
             session=n,
@@ -245,17 +233,16 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             gpu=prepared.gpu,
         )
         drive.upload(folder, names.BUNDLE_FILE, prepared.bundle_path, "application/gzip")
-        drive.upload(
-            folder, names.JOB_FILE, json.dumps(job, indent=1).encode(), "application/json"
-        )
+        job_json = job.model_dump_json(indent=1).encode()
+        drive.upload(folder, names.JOB_FILE, job_json, "application/json")
         control = drive.upload(folder, names.CONTROL_FILE, _control("run"), "application/json")
-        config = {
-            "run_id": prepared.run_id,
-            "session": n,
-            "folder_title": title,
-            "folder_id": folder,
-            "root_title": names.ROOT_TITLE,
-        }
+        config = NotebookConfig(
+            run_id=prepared.run_id,
+            session=n,
+            folder_title=title,
+            folder_id=folder,
+            session_s=prepared.notebook.session_s,
+        )
         nb = drive.upload(
             folder, f"{title}.ipynb", notebook_json(config, prepared.gpu), names.NOTEBOOK_MIME
         )
@@ -277,82 +264,23 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             stop_margin_s=prepared.agent.stop_margin_s,
             sync_s=prepared.notebook.sync_s,
             lost_after_s=prepared.lost_after_s,
+            open_within_s=prepared.open_within_s,
             keep=prepared.keep,
         )
 
     def describe(self, handle: ColabHandle) -> str:
         return f"Colab session {handle.attempt}: {handle.link}"
 
-    # ---- watch ------------------------------------------------------------------------------
-
-    def _look(self, h: ColabHandle, *, fresh: bool = False) -> _Seen:
-        now = time.monotonic()
-        key = h.folder_id or h.folder_title
-        seen = self._seen.get(key)
-        if seen is not None and not fresh and now - seen.at < self.poll_s:
-            return seen
-        drive = self.drive
-        folder = drive.get(h.folder_id) if h.folder_id else None
-        if folder is None or folder.trashed:
-            seen = _Seen(at=now, gone=True, run={}, status=None, heartbeat=None)
-        else:
-            run = [f for f in drive.children(folder.id, title=names.RUN_DIR) if f.is_folder]
-            files = drive.tree(run[0].id) if run else {}
-            status = heartbeat = None
-            if agent_mod.STATUS_FILE in files:
-                status = AgentStatus.parse(drive.read_all(files[agent_mod.STATUS_FILE].id))
-            if names.HEARTBEAT_FILE in files:
-                heartbeat = _json(drive.read_all(files[names.HEARTBEAT_FILE].id))
-            seen = _Seen(at=now, gone=False, run=files, status=status, heartbeat=heartbeat)
-        self._seen[key] = seen
-        return seen
+    # ---- watch (session.py reads the folder) ------------------------------------------------
 
     def status(self, handle: ColabHandle) -> TS:
-        h = handle
-        seen = self._look(h)
-        if seen.gone:
-            return TS(phase=Phase.LOST, message=f"the Drive folder of session {h.attempt} is gone")
-        st, beat = seen.status, seen.heartbeat
-        if st is None and beat is None:
-            return TS(phase=Phase.QUEUED, message=f"waiting for you to open {h.link}")
-        if st is not None and st.phase == "exited":
-            waited = _age_s(st.ended_at)
-            if not _settled(seen) and (waited is None or waited < h.lost_after_s):
-                why = f"session {h.attempt}: its last files are on their way to Drive"
-                return TS(phase=Phase.RUNNING, message=why)
-            ended = agent_phase(st, alive=False)
-            if ended.phase is Phase.STOPPED and st.stop_reason == "control" and not st.started_at:
-                return ended.model_copy(update={"message": "cancelled before it started"})
-            return session_cap_or_limit(
-                ended,
-                attempt=h.attempt,
-                session_s=h.session_s,
-                job_left_s=h.job_left_s,
-                stop_margin_s=h.stop_margin_s,
-                ran_s=_ran_s(st),
-            )
-        ages = [a for a in (_age_s((beat or {}).get("at")), _age_s(st and st.heartbeat_at)) if a]
-        age = min(ages) if ages else None
-        if age is not None and age > h.lost_after_s:
-            return TS(
-                phase=Phase.LOST,
-                message=f"Colab session {h.attempt} stopped answering {age / 60:.1f} min ago "
-                "(the tab closed, a disconnect, an idle reclaim or the session cap)",
-                heartbeat_at=st.heartbeat_at if st else None,
-                last_checkpoint=st.last_checkpoint if st else None,
-            )
-        if st is None:
-            step = str((beat or {}).get("step") or "starting")
-            return TS(phase=Phase.STARTING, message=f"session {h.attempt}: {step}")
-        running = agent_phase(st, alive=True)
-        return running.model_copy(update={"message": f"session {h.attempt}"})
+        return self.watch.status(handle)
 
     def read_logs(self, handle: ColabHandle, cursor: int) -> tuple[list[LogLine], int]:
-        seen = self._look(handle)
-        log = seen.run.get(agent_mod.LOG_FILE)
-        if log is None or log.size <= cursor:
-            return [], cursor
         try:
+            log = self.watch.look(handle).run.get(agent_mod.LOG_FILE)
+            if log is None or log.size <= cursor:
+                return [], cursor
             chunk = self.drive.read_range(log.id, cursor, log.size - 1)
         except TargetError:
             return [], cursor  # read again next poll: the cursor did not move
@@ -360,13 +288,11 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         return lines, cursor + used
 
     def pull(self, handle: ColabHandle, dest: Path) -> PullResult:
-        seen = self._look(handle, fresh=True)
-        if seen.gone or not seen.run:
+        seen = self.watch.look(handle, fresh=True)
+        if seen.gone or seen.run_id is None:
             return PullResult()
-        run = [f for f in self.drive.children(handle.folder_id or "", title=names.RUN_DIR)]
-        if not run:
-            return PullResult()
-        return pull_tree(DriveTree(self.drive, run[0].id), dest, include=_pulled)
+        tree = DriveTree(self.drive, seen.run_id, seen.manifest)
+        return pull_tree(tree, dest, include=_pulled)
 
     # ---- stop / free ------------------------------------------------------------------------
 
@@ -389,20 +315,31 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         h = handle
         if h.folder_id is None:
             return
-        seen = self._look(h, fresh=True)
+        seen = self.watch.look(h, fresh=True)
         if seen.gone:
             return
         if seen.status is None or seen.status.phase != "exited":
             self._control(h, "stop")  # a session still open in a tab stops its job
-        if h.keep or keep_data:
-            why = "targets.colab.keep" if h.keep else "its outputs were not all pulled"
+        why = ""
+        if h.keep:
+            why = "targets.colab.keep"
+        elif keep_data:
+            why = "its outputs were not all pulled"
+        elif not self.watch.complete(h):
+            why = "the notebook's last files had not all reached Drive"
+        if why:
+            self.drive.set_description(
+                h.folder_id,
+                names.folder_description(h.run_id, h.attempt, home_key(self.home), kept=True),
+            )
             self.notify(f"kept Drive folder launch/{h.folder_title} ({why})")
             return
         self.drive.trash(h.folder_id)
-        self._seen.pop(h.folder_id, None)
+        self.watch.forget(h)
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         if kind != "folder":
+            self.notify(f"colab: nothing to release for a {kind} ({native_id})")
             return
         found = self.drive.get(native_id)
         if found is not None:
@@ -414,43 +351,24 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
                 self.drive.trash(f.id)
 
     def labelled(self) -> list[tuple[str, str, str]]:
+        """Session folders this launch home made and did not keep (`launch gc` may trash one
+        whose run it no longer knows); kept ones, and other homes' and machines', stay."""
+        mine = home_key(self.home)
         try:
-            root = self._root()
             found: list[tuple[str, str, str]] = []
-            for f in self.drive.children(root):
+            for f in self.drive.children(self._root()):
                 run = names.run_of_title(f.title)
-                if run is not None and f.is_folder:
-                    found.append((f.id, run, "folder"))
+                owner = names.home_of_description(f.description)
+                if run is not None and f.is_folder and owner == (mine, False):
+                    found.append((f.id, run, "in Drive"))
             return found
         except (TargetError, TargetUnavailableError) as e:
             self.notify(f"cannot list the launch folder in Drive: {e.message}")
             return []
 
 
-def _settled(seen: _Seen) -> bool:
-    """The notebook's last round reached Drive: its final heartbeat, and the log up to the size
-    that heartbeat names (Drive's mount sends files in no set order)."""
-    beat = seen.heartbeat or {}
-    log = seen.run.get(agent_mod.LOG_FILE)
-    want = beat.get("log_bytes")
-    size = log.size if log is not None else 0
-    return beat.get("step") == "ended" and isinstance(want, int) and size >= want
-
-
 def _control(desired: str) -> bytes:
     return json.dumps({"desired": desired}).encode()
-
-
-def _json(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data: Any = json.loads(raw)
-    except ValueError:
-        return None
-    return cast("dict[str, Any]", data) if isinstance(data, dict) else None
-
-
-def _ran_s(st: AgentStatus) -> float:
-    return seconds_between(st.started_at, st.ended_at)
 
 
 def _open_in_browser(link: str) -> None:

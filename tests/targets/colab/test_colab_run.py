@@ -256,10 +256,12 @@ def test_plan_shows_the_gpu_the_session_cap_and_the_click(
 
 
 def test_the_notebook_asks_for_the_gpu_and_carries_no_secret() -> None:
+    from launcher.targets.colab.handle import NotebookConfig
     from launcher.targets.colab.notebook import notebook_json
 
-    config = {"run_id": "job-abc123", "session": 2, "folder_title": "job-abc123-s2",
-              "folder_id": "F1", "root_title": "launch"}  # fmt: skip
+    config = NotebookConfig(
+        run_id="job-abc123", session=2, folder_title="job-abc123-s2", folder_id="F1"
+    )
     nb = json.loads(notebook_json(config, "L4"))
     assert nb["metadata"]["accelerator"] == "GPU"
     assert nb["metadata"]["colab"]["gpuType"] == "L4"
@@ -268,3 +270,32 @@ def test_the_notebook_asks_for_the_gpu_and_carries_no_secret() -> None:
     assert "userdata.get(name)" in code and "drive.mount(" in code
     assert sys.version_info >= (3, 11)
     assert "refresh_token" not in code and "access_token" not in code and os.sep in "/"
+
+
+def test_a_session_cap_ends_in_a_checkpoint_and_the_next_session_goes_on(
+    project: Path, launch_home: Path, drive: DriveSim, tmp_path: Path
+) -> None:
+    """targets.colab.session_hours is short (22 s): the agent stops the job with a checkpoint
+    before it (the VM's own cap comes later), and the next session, opened at once, goes on from
+    that checkpoint; every epoch is there exactly once."""
+    n = 20
+    with ColabSim(
+        drive_url=drive.url, data_dir=tmp_path / "colab-sim", sync_seconds=0.3, auto_open=True,
+        session_seconds=40,
+    ) as colab:  # fmt: skip
+        env = colab_env(launch_home, drive, colab)
+        proc = launch(
+            project, env, "run", "jobs/hello.yaml", *FAST,
+            "--set", f"run=python3 -m hello.train --epochs {n} --epoch-seconds 0.5",
+            "--set", "targets.colab.session_hours=0.006", "--set", "limits.grace_seconds=5",
+            timeout=400,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert all(s.reason != "session cap" for s in colab.sessions.values())
+    rec = record(project, env)
+    ends = [a["end"] for a in rec["attempts"]]
+    assert rec["status"] == "succeeded" and ends[0] == "preempted" and ends[-1] == "succeeded"
+    run_dir = Path(rec["output_dir"])
+    lines = (run_dir / "outputs" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == list(range(1, n + 1))
+    assert "session cap" in proc.stderr
