@@ -45,8 +45,9 @@ sys.path.insert(0, str(ROOT))
 from launcher.sim.colab import ColabSim  # noqa: E402
 from launcher.sim.drive import DriveSim  # noqa: E402
 from launcher.sync import pull_tree  # noqa: E402
-from launcher.targets.colab.drive import Drive, DriveTree  # noqa: E402
+from launcher.targets.colab.drive import Drive  # noqa: E402
 from launcher.targets.colab.endpoint import point_pydrive2_at  # noqa: E402
+from launcher.targets.colab.tree import DriveTree  # noqa: E402
 
 FILES, TOTAL_MB, FOLDERS = 200, 100, 4
 
