@@ -253,6 +253,7 @@ def test_evaluate_and_benchmark_commands_on_a_saved_checkpoint(
     assert "benchmark fp32:" in proc.stdout
 
 
+@pytest.mark.full
 def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
     df_python: Path, smoke_run: subprocess.CompletedProcess[str], shared: dict[str, Path],
     tmp_path: Path,
@@ -315,6 +316,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
     assert (elsewhere / "checkpoints" / "ckpt-best.pt").is_file()
 
 
+@pytest.mark.full
 def test_efficientnet_cnn_and_corrupt_videos_are_logged_and_skipped(
     df_python: Path, smoke_run: subprocess.CompletedProcess[str], shared: dict[str, Path],
     tmp_path: Path,
@@ -440,6 +442,7 @@ def test_generate_smoke_profile_runs_through_the_launcher(df_python: Path, proje
     assert took < 120, f"launch run --profile smoke took {took:.1f}s"
 
 
+@pytest.mark.full
 def test_train_smoke_profile_runs_inside_the_deepfake_image(
     project: Path, cpu_image_env: str
 ) -> None:

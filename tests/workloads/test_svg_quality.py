@@ -152,6 +152,7 @@ print(float(np.abs(ts - want).max()), float(np.abs(onnx - want).max()), float(wa
     assert ts_diff <= 1e-5 and onnx_diff <= 1e-4 and spread > 0, res.stdout
 
 
+@pytest.mark.full
 def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(sq_python: Path, data_dir: Path, tmp_path: Path) -> None:  # fmt: skip
     args = (*TINY, "--data-dir", str(data_dir), "--epochs", "5", "--patience", "50")
     ref = train(sq_python, tmp_path / "ref", *args)
@@ -274,6 +275,7 @@ def test_bad_inputs_exit_2_with_one_message(sq_python: Path, data_dir: Path, tmp
     assert json.loads((tmp_path / "mixed" / "outputs" / "summary.json").read_text())["images"] == 4
 
 
+@pytest.mark.full
 def test_smoke_profile_runs_inside_the_svg_quality_image(
     project: Path, cpu_image_env: str
 ) -> None:

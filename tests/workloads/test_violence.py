@@ -109,6 +109,7 @@ def test_smoke_run_writes_outputs_checkpoints_and_the_feature_cache(
     assert len(list(shared["data"].rglob("*.avi"))) == 8
 
 
+@pytest.mark.full
 def test_a_rerun_reads_the_feature_cache_and_skips_corrupt_videos(
     tf_python: Path, shared: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -143,6 +144,7 @@ def test_a_rerun_reads_the_feature_cache_and_skips_corrupt_videos(
     ]
 
 
+@pytest.mark.full
 def test_sigterm_saves_a_checkpoint_and_resume_loses_and_repeats_no_epoch(
     tf_python: Path, shared: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -246,6 +248,7 @@ def test_resume_elsewhere_under_mixed_float16_matches_the_uninterrupted_run(
     assert summary["precision"] == "mixed_float16" and summary["resumed_from"] == 1
 
 
+@pytest.mark.full
 def test_smoke_profile_runs_inside_the_violence_image(project: Path, cpu_image_env: str) -> None:
     """`launch run jobs/violence.yaml --profile smoke` inside the image built from
     images/violence/Dockerfile on the local base with requirements-cpu.txt (the smoke profile
