@@ -156,6 +156,31 @@ def test_datasets_create_then_version(
     assert any(c.startswith("PUT /_emu/upload/") for c in sim.calls)
 
 
+def test_datasets_download_unzips_what_was_uploaded(
+    kaggle_cli: Path, cli_env: dict[str, str], sim: KaggleSim, tmp_path: Path
+) -> None:
+    folder = make_dataset(tmp_path / "ds", "conf-data-down", {"a.txt": "one\n"})
+    (folder / "b.csv").write_text("x,y\n")
+    ok(run(kaggle_cli, cli_env, "datasets", "create", "-p", str(folder)))
+    dest = tmp_path / "down"
+    ok(
+        run(
+            kaggle_cli,
+            cli_env,
+            "datasets",
+            "download",
+            "-p",
+            str(dest),
+            "--unzip",
+            f"{USER}/conf-data-down",
+        )
+    )
+    assert (dest / "a.txt").read_text() == "one\n"
+    assert (dest / "b.csv").read_text() == "x,y\n"
+    assert any(c.endswith("DownloadDataset") for c in sim.calls)
+    assert sim.dataset_bytes_served(f"{USER}/conf-data-down") > 0
+
+
 def test_kernel_push_status_output_logs(
     kaggle_cli: Path, cli_env: dict[str, str], sim: KaggleSim, tmp_path: Path
 ) -> None:

@@ -2,7 +2,13 @@
 
 Requests and answers are those the CLI sends and reads (reference §1.3 and §1.4):
 `GetDatasetStatus` (any HTTP error means "the slug is free" to `datasets create`), `CreateDataset`,
-`CreateDatasetVersion`, `CreateDatasetVersionById`, plus `GetDataset` and `ListDatasetFiles`.
+`CreateDatasetVersion`, `CreateDatasetVersionById`, plus `GetDataset`, `GetDatasetMetadata` and
+`ListDatasetFiles`.
+
+`DownloadDataset` answers as Kaggle does: a redirect to the version's zip at a signed address
+(here `/_emu/dataset/<token>`, served without credentials, with Range), which the CLI and the
+launcher's on-machine fetcher then GET. The bytes served are counted per dataset, so a test can
+see that a second run downloaded nothing.
 
 Archives that the CLI builds from folders (`--dir-mode zip|tar`) are unpacked into a folder of the
 same stem, as Kaggle does with uploaded zips (`DatabundleVersionStatus.BLOBS_DECOMPRESSED`) [the
@@ -11,6 +17,7 @@ exact rules Kaggle applies to other archive types are unverified; they are kept 
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tarfile
 import threading
@@ -84,6 +91,43 @@ class DatasetStore:
         self._datasets: dict[tuple[str, str], Dataset] = {}
         self._lock = threading.Lock()
         self._next_id = 2001
+        self._links: dict[str, DatasetVersion] = {}  # signed download token -> version
+        self.served: dict[str, int] = {}  # "owner/slug" -> archive bytes sent
+
+    # -- downloads --------------------------------------------------------------------------
+
+    def download_link(self, user: str, body: dict[str, Any]) -> str:
+        """DownloadDataset: the path of a signed, credential-free link to the version's zip."""
+        ds = self.visible(user, body.get("ownerSlug", ""), body.get("datasetSlug", ""))
+        version = ds.version(body.get("datasetVersionNumber"))
+        if version is None:
+            raise RpcError(404, "Not found")
+        token = secrets.token_urlsafe(16)
+        with self._lock:
+            self._links[token] = version
+        return f"/_emu/dataset/{token}/{ds.slug}.zip"
+
+    def archive(self, token: str) -> tuple[str, Path] | None:
+        """(owner/slug, the zip) for a signed link; the zip is built once per version."""
+        with self._lock:
+            version = self._links.get(token)
+        if version is None:
+            return None
+        ref = "/".join(version.path.parts[-3:-1])
+        zipped = version.path.with_name(version.path.name + ".zip")
+        with self._lock:
+            if not zipped.exists():
+                tmp = zipped.with_name(zipped.name + ".tmp")
+                with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                    for p in sorted(version.path.rglob("*")):
+                        if p.is_file():
+                            zf.write(p, p.relative_to(version.path).as_posix())
+                tmp.replace(zipped)
+        return ref, zipped
+
+    def count_served(self, ref: str, sent: int) -> None:
+        with self._lock:
+            self.served[ref] = self.served.get(ref, 0) + sent
 
     # -- lookups used by kernels ------------------------------------------------------------
 
@@ -95,6 +139,21 @@ class DatasetStore:
         ds = self.find(owner, slug)
         if ds is None or (ds.is_private and ds.owner.lower() != user.lower()):
             raise RpcError(404, "Not found")
+        return ds
+
+    def seed(self, owner: str, slug: str, folder: Path, *, is_private: bool = False) -> Dataset:
+        """A dataset that already exists on Kaggle (as a test's fixture): a new version of
+        `owner/slug` holding a copy of `folder`."""
+        with self._lock:
+            ds = self._datasets.get((owner.lower(), slug.lower()))
+            if ds is None:
+                ds = Dataset(self._next_id, owner, slug, slug, "CC0-1.0", is_private)
+                self._next_id += 1
+                self._datasets[(owner.lower(), slug.lower())] = ds
+            number = (ds.versions[-1].number + 1) if ds.versions else 1
+            dest = self._root / ds.owner / ds.slug / f"v{number}"
+            shutil.copytree(folder, dest)
+            ds.versions.append(DatasetVersion(number, "seeded", dest, time.time()))
         return ds
 
     # -- RPCs -------------------------------------------------------------------------------
@@ -165,6 +224,21 @@ class DatasetStore:
                 for v in ds.versions
             ],
         }
+
+    def metadata(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
+        """GetDatasetMetadata (`datasets download` reads the licenses from it)."""
+        ds = self.visible(user, body.get("ownerSlug", ""), body.get("datasetSlug", ""))
+        info = {
+            "datasetId": ds.id,
+            "datasetSlug": ds.slug,
+            "ownerUser": ds.owner,
+            "title": ds.title,
+            "subtitle": ds.subtitle,
+            "description": ds.description,
+            "isPrivate": ds.is_private,
+            "licenses": [{"name": ds.license_name}],
+        }
+        return {"info": info}
 
     def list_files(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
         ds = self.visible(user, body.get("ownerSlug", ""), body.get("datasetSlug", ""))

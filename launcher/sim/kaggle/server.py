@@ -9,6 +9,7 @@ lines (``POST http://localhost/api/v1/...``, which is what a client sends throug
   runs (``data: {json}`` lines, then ``data: END_OF_LOG``), a JSON array once it has ended.
 - ``PUT /_emu/upload/{token}``: blob upload URLs (no auth, as on GCS).
 - ``GET /_emu/output/{session}/{path}``: output file URLs (no auth, as signed URLs).
+- ``GET /_emu/dataset/{token}/{slug}.zip``: where ``DownloadDataset`` redirects (no auth).
 - ``POST /_emu/control/{knob}``: failure knobs for tests in other processes (see ``KaggleSim``).
 """
 
@@ -85,7 +86,9 @@ class Backend:
             "datasets.DatasetApiService/CreateDatasetVersionById": d.create_version_by_id,
             "datasets.DatasetApiService/GetDataset": d.get,
             "datasets.DatasetApiService/ListDatasetFiles": d.list_files,
+            "datasets.DatasetApiService/GetDatasetMetadata": d.metadata,
             "datasets.DatasetApiService/DeleteDataset": d.delete,
+            "datasets.DatasetApiService/DownloadDataset": d.get_status,  # a redirect: do_POST
             "blobs.BlobApiService/StartBlobUpload": lambda _u, r: self._start_blob(b, r),
         }
 
@@ -202,6 +205,10 @@ class KaggleHandler(BaseHTTPRequestHandler):
             self._error(401, "Unauthenticated: send Basic username:key or a Bearer API token")
             return
         try:
+            if rpc == "datasets.DatasetApiService/DownloadDataset":
+                where = self.backend.datasets.download_link(user, req)
+                self._send(302, None, {"Location": f"{self.backend.base_url}{where}"})
+                return
             self._send(200, handler(user, req))
         except RpcError as e:
             self._error(e.code, e.message)
@@ -223,6 +230,8 @@ class KaggleHandler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True})
         elif path.startswith("/_emu/output/"):
             self._output_file(path[len("/_emu/output/") :])
+        elif path.startswith("/_emu/dataset/"):
+            self._dataset_archive(path[len("/_emu/dataset/") :].split("/", 1)[0])
         elif path.startswith("/v1/kernels/logs/stream/"):
             if self._fault("kernels/logs/stream"):
                 return
@@ -266,6 +275,42 @@ class KaggleHandler(BaseHTTPRequestHandler):
             with target.open("rb") as f:  # streamed: outputs can be large checkpoints
                 f.seek(start)
                 shutil.copyfileobj(f, self.wfile, 1 << 20)
+
+    def _dataset_archive(self, token: str) -> None:
+        found = self.backend.datasets.archive(token)
+        if found is None:
+            self._error(404, "Not found")
+            return
+        ref, archive = found
+        size = archive.stat().st_size
+        asked = self.headers.get("Range") or ""
+        first = asked[len("bytes=") :].split("-", 1)[0] if asked.startswith("bytes=") else ""
+        start = int(first) if first.isdigit() else 0
+        if start and start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(size - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Last-Modified", self.date_time_string(archive.stat().st_mtime))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        sent = 0
+        try:
+            with archive.open("rb") as f:
+                f.seek(start)
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    self.wfile.write(block)
+                    sent += len(block)
+        finally:
+            self.backend.datasets.count_served(ref, sent)
 
     def _stream_log(self, session: Any) -> None:
         if session.terminal:

@@ -188,6 +188,16 @@ class KaggleSim:
         if tpu_used is not None:
             self.quota.set_used(who, TPU, tpu_used)
 
+    def seed_dataset(self, ref: str, folder: Path, *, is_private: bool = False) -> None:
+        """Put a dataset on the emulated Kaggle as if its owner had uploaded `folder`; each call
+        adds a version."""
+        owner, _, slug = ref.partition("/")
+        self.datasets.seed(owner, slug, folder, is_private=is_private)
+
+    def dataset_bytes_served(self, ref: str) -> int:
+        """Archive bytes sent for `owner/slug` through DownloadDataset's links, to anyone."""
+        return self.datasets.served.get(ref, 0)
+
     def set_secret(self, label: str, value: str, *, user: str | None = None) -> None:
         """A secret the user's kernels read with ``kaggle_secrets.UserSecretsClient``."""
         who = (user or next(iter(self.backend.users))).lower()

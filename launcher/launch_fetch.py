@@ -1,0 +1,389 @@
+"""Fetch a job's inputs where they are needed: a URL or a Kaggle dataset, verified and cached.
+
+The launcher uses it here (the local target downloads into a cache, then mounts), and every
+bundle carries it beside the agent, which runs it on the machine itself before the workload
+starts (a Vast instance, a Kaggle kernel, a Colab runtime fetch straight from the source). Hence
+stdlib only and Python 3.8, and no side effects at import.
+
+    fetch_all(items, input_dir, cache_dir, log) -> list[Fetched]    raises FetchError
+
+An item is a dict (it travels in agent.json): {"name", "kind": "url", "url", "sha256"?} or
+{"name", "kind": "kaggle", "ref": "owner/slug", "version"?}. Each lands in the cache under a key
+that names its content (the URL's sha256, or the dataset's version), so a second run that
+needs the same input downloads nothing; `$LAUNCH_INPUT_DIR/<name>` is then a link to it.
+
+Guarantees: a download goes to a `.part` file and resumes by HTTP Range after a dropped
+connection; a URL with a sha256 is checked before it is used, a Kaggle archive by the CRC of
+each member as it is unpacked; an entry enters the cache by one rename, so a half-done download
+is never an input. Two fetches of the same key wait on one lock instead of both downloading.
+Credentials come from the environment (KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY)
+and are sent only to the Kaggle API, never to the host a download is redirected to.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from typing import Any, cast
+
+KAGGLE_API = "https://api.kaggle.com"
+CHUNK = 1 << 20
+RETRIES = 5
+TIMEOUT_S = 60.0
+_DONE = ".launch-done.json"  # written last into a cache entry: its presence means complete
+
+
+class FetchError(Exception):
+    """An input could not be fetched; the message names the input and says why."""
+
+
+class Fetched:
+    """One input as fetched: where it is, how many bytes came over the network for it."""
+
+    def __init__(self, name: str, path: str, downloaded: int, cached: bool) -> None:
+        self.name = name
+        self.path = path
+        self.downloaded = downloaded
+        self.cached = cached
+
+
+Log = Callable[[str], None]
+
+
+def fetch_all(
+    items: list[dict[str, Any]], input_dir: str, cache_dir: str, log: Log
+) -> list[Fetched]:
+    """Fetch every item into the cache and link `input_dir/<name>` to it."""
+    os.makedirs(input_dir, exist_ok=True)
+    done: list[Fetched] = []
+    for item in items:
+        got = fetch_one(item, cache_dir, log)
+        link = os.path.join(input_dir, got.name)
+        _replace_link(got.path, link)
+        done.append(got)
+    return done
+
+
+def fetch_one(item: dict[str, Any], cache_dir: str, log: Log) -> Fetched:
+    name = str(item.get("name") or "input")
+    kind = item.get("kind")
+    if kind == "url":
+        return _fetch_url(name, str(item["url"]), item.get("sha256"), cache_dir, log)
+    if kind == "kaggle":
+        version = item.get("version")
+        return _fetch_kaggle(name, str(item["ref"]), version, cache_dir, log)
+    raise FetchError(f"input '{name}': unknown kind {kind!r}")
+
+
+# ---- URLs -----------------------------------------------------------------------------------
+
+
+def url_file_name(url: str) -> str:
+    """The file name a URL's content is stored under: its path's last part."""
+    base = os.path.basename(urllib.parse.urlsplit(url).path)
+    return urllib.parse.unquote(base) or "download"
+
+
+def url_cache_key(url: str, sha256: str | None) -> str:
+    """By content when the spec gives it; else by the URL itself (the same URL, the same file)."""
+    if sha256:
+        return "url/sha256-" + sha256.lower()
+    return "url/u-" + hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+def _fetch_url(name: str, url: str, sha256: str | None, cache_dir: str, log: Log) -> Fetched:
+    entry = os.path.join(cache_dir, url_cache_key(url, sha256))
+    with _Lock(entry):
+        if _complete(entry):
+            log(f"input '{name}': {url} is cached ({entry})")
+            return Fetched(name, entry, 0, True)
+        fname = url_file_name(url)
+        work = _fresh_work_dir(entry)
+        part = entry + ".part"
+        log(f"input '{name}': downloading {url}")
+        digest, size, sent = _download(name, url, {}, part)
+        if sha256 and digest != sha256.lower():
+            os.remove(part)
+            raise FetchError(
+                f"input '{name}': {url} has sha256 {digest}, the job spec says {sha256.lower()}; "
+                "the file was not used (fix the sha256 in the spec, or the URL)"
+            )
+        os.replace(part, os.path.join(work, fname))
+        _seal(work, entry, {"url": url, "sha256": digest, "size": size})
+        log(f"input '{name}': {size} bytes, sha256 {digest}")
+        return Fetched(name, entry, sent, False)
+
+
+# ---- Kaggle datasets ------------------------------------------------------------------------
+
+
+def kaggle_auth() -> str | None:
+    """The Authorization header value from the environment, as the kaggle CLI reads it."""
+    token = os.environ.get("KAGGLE_API_TOKEN", "").strip()
+    if token:
+        if os.path.isfile(os.path.expanduser(token)):
+            with open(os.path.expanduser(token), encoding="utf-8") as f:
+                token = f.read().strip()
+        return "Bearer " + token
+    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+    if user and key:
+        return "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()
+    return None
+
+
+def kaggle_api() -> str:
+    return (os.environ.get("LAUNCH_KAGGLE_URL") or KAGGLE_API).rstrip("/")
+
+
+def kaggle_version(ref: str, auth: str, name: str) -> int:
+    """The dataset's current version number (GetDataset)."""
+    owner, _, slug = ref.partition("/")
+    answer = _rpc(
+        "datasets.DatasetApiService/GetDataset",
+        {"ownerSlug": owner, "datasetSlug": slug},
+        auth,
+        name,
+        ref,
+    )
+    version = answer.get("currentVersionNumber")
+    if not isinstance(version, int):
+        raise FetchError(f"input '{name}': Kaggle gives no current version of {ref}")
+    return version
+
+
+def _fetch_kaggle(name: str, ref: str, version: int | None, cache_dir: str, log: Log) -> Fetched:
+    auth = kaggle_auth()
+    if auth is None:
+        raise FetchError(
+            f"input '{name}': downloading Kaggle dataset {ref} needs Kaggle credentials here "
+            "(KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY)"
+        )
+    if version is None:
+        version = kaggle_version(ref, auth, name)
+    owner, _, slug = ref.partition("/")
+    entry = os.path.join(cache_dir, "kaggle", owner.lower(), slug.lower(), f"v{version}")
+    with _Lock(entry):
+        if _complete(entry):
+            log(f"input '{name}': Kaggle dataset {ref} v{version} is cached ({entry})")
+            return Fetched(name, entry, 0, True)
+        body = {"ownerSlug": owner, "datasetSlug": slug, "datasetVersionNumber": version}
+        where = _redirect_target(
+            kaggle_api() + "/v1/datasets.DatasetApiService/DownloadDataset", body, auth, name, ref
+        )
+        work = _fresh_work_dir(entry)
+        part = entry + ".zip.part"
+        log(f"input '{name}': downloading Kaggle dataset {ref} v{version}")
+        # the archive host gets no credentials: it is a signed URL, maybe another host
+        _digest, size, sent = _download(name, where, {}, part)
+        try:
+            with zipfile.ZipFile(part) as archive:
+                for member in archive.infolist():
+                    _extract(archive, member, work, name)  # CRC checked on read
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as e:
+            os.remove(part)
+            raise FetchError(f"input '{name}': the archive of {ref} is damaged ({e})") from e
+        os.remove(part)
+        _seal(work, entry, {"kaggle": ref, "version": version, "archive_size": size})
+        log(f"input '{name}': {ref} v{version}, {size} bytes unpacked")
+        return Fetched(name, entry, sent, False)
+
+
+def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: str, name: str) -> None:
+    target = os.path.realpath(os.path.join(dest, member.filename))
+    if not target.startswith(os.path.realpath(dest) + os.sep):
+        raise FetchError(f"input '{name}': the archive names a file outside it: {member.filename}")
+    if member.is_dir():
+        os.makedirs(target, exist_ok=True)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with archive.open(member) as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)  # raises BadZipFile on a CRC mismatch
+
+
+def _rpc(rpc: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"{kaggle_api()}/v1/{rpc}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": auth},
+        method="POST",
+    )
+    for attempt in range(RETRIES + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                return cast(dict[str, Any], json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as e:
+            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
+                continue
+            raise FetchError(_kaggle_refusal(name, ref, e)) from e
+        except (urllib.error.URLError, OSError) as e:
+            if attempt < RETRIES:
+                time.sleep(_backoff(attempt, None))
+                continue
+            raise FetchError(f"input '{name}': Kaggle did not answer ({e})") from e
+    raise AssertionError("unreachable")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the caller reads Location itself, so no credential follows the redirect
+
+
+def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> str:
+    """Kaggle answers DownloadDataset with a redirect to the archive; its address."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": auth},
+        method="POST",
+    )
+    for attempt in range(RETRIES + 1):
+        try:
+            with opener.open(req, timeout=TIMEOUT_S) as resp:  # 200: the archive itself
+                return str(resp.geturl())
+        except urllib.error.HTTPError as e:
+            location = e.headers.get("Location")
+            if e.code in (301, 302, 303, 307, 308) and location:
+                return urllib.parse.urljoin(url, location)
+            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
+                continue
+            raise FetchError(_kaggle_refusal(name, ref, e)) from e
+        except (urllib.error.URLError, OSError) as e:
+            if attempt < RETRIES:
+                time.sleep(_backoff(attempt, None))
+                continue
+            raise FetchError(f"input '{name}': Kaggle did not answer ({e})") from e
+    raise AssertionError("unreachable")
+
+
+def _kaggle_refusal(name: str, ref: str, e: urllib.error.HTTPError) -> str:
+    if e.code in (401, 403):
+        return f"input '{name}': Kaggle refused the credentials for {ref} (HTTP {e.code})"
+    if e.code == 404:
+        return f"input '{name}': Kaggle dataset {ref} does not exist or is not visible to you"
+    return f"input '{name}': Kaggle answered HTTP {e.code} for {ref}"
+
+
+# ---- the download loop ----------------------------------------------------------------------
+
+
+def _download(name: str, url: str, headers: dict[str, str], part: str) -> tuple[str, int, int]:
+    """GET url into `part`, resuming what is there; (sha256, size, bytes sent over the wire)."""
+    digest = hashlib.sha256()
+    have = 0
+    if os.path.exists(part):
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
+                have += len(block)
+    sent = 0
+    for attempt in range(RETRIES + 1):
+        req = urllib.request.Request(url, headers=dict(headers))
+        if have:
+            req.add_header("Range", f"bytes={have}-")
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+                if have and resp.status != 206:  # the server ignored Range: start over
+                    digest, have = hashlib.sha256(), 0
+                total = resp.headers.get("Content-Length")
+                expected = have + int(total) if total is not None else None
+                with open(part, "ab" if have else "wb") as out:
+                    for block in iter(lambda: resp.read(CHUNK), b""):
+                        out.write(block)
+                        digest.update(block)
+                        have += len(block)
+                        sent += len(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if expected is not None and have < expected:
+                    raise OSError(f"the connection closed after {have} of {expected} bytes")
+                return digest.hexdigest(), have, sent
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # asked past the end: what we have is all of it
+                return digest.hexdigest(), have, sent
+            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
+                continue
+            raise FetchError(f"input '{name}': {_shown(url)} answered HTTP {e.code}") from e
+        except (urllib.error.URLError, OSError) as e:
+            if attempt < RETRIES:
+                time.sleep(_backoff(attempt, None))
+                continue
+            raise FetchError(f"input '{name}': downloading {_shown(url)} failed ({e})") from e
+    raise AssertionError("unreachable")
+
+
+def _shown(url: str) -> str:
+    """A URL without its query: a signed URL's signature is a credential for a while."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _backoff(attempt: int, retry_after: str | None) -> float:
+    try:
+        if retry_after:
+            return min(60.0, float(retry_after))
+    except ValueError:
+        pass
+    return min(30.0, 0.5 * 2**attempt)
+
+
+# ---- the cache ------------------------------------------------------------------------------
+
+
+def _complete(entry: str) -> bool:
+    return os.path.isfile(os.path.join(entry, _DONE))
+
+
+def _fresh_work_dir(entry: str) -> str:
+    work = entry + ".work"
+    shutil.rmtree(work, ignore_errors=True)  # a crashed fetch's leftovers, never an input
+    os.makedirs(work)
+    return work
+
+
+def _seal(work: str, entry: str, facts: dict[str, Any]) -> None:
+    with open(os.path.join(work, _DONE), "w", encoding="utf-8") as f:
+        json.dump(facts, f)
+    shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry of an older version
+    os.replace(work, entry)
+
+
+def _replace_link(target: str, link: str) -> None:
+    tmp = link + ".link-tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(target, tmp)
+    if os.path.isdir(link) and not os.path.islink(link):
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+
+
+class _Lock:
+    """An exclusive lock on `<entry>.lock`, held across check-download-seal."""
+
+    def __init__(self, entry: str) -> None:
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        self._path = entry + ".lock"
+        self._fd = -1
+
+    def __enter__(self) -> _Lock:
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
