@@ -9,6 +9,7 @@ Importing it has no side effects: the launcher reuses its constants and parsers.
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -35,6 +36,7 @@ METRICS_SNAPSHOTS = "logs/checkpoint-metrics"
 KEEP_SNAPSHOTS = 5
 STREAMS = ("out", "err", "agent")
 
+EXIT_NO_INPUT = 66  # sysexits' EX_NOINPUT: an input could not be fetched; the job never started
 _PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", "~")
 _METRICS_TAIL = 1 << 20  # only the tail is read: metrics.jsonl grows for the whole run
 _MAX_LINE = 1 << 16  # longer lines are split, so a newline-free stream cannot exhaust memory
@@ -158,6 +160,29 @@ class Config:
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
             raise ConfigError("'attempt' must be an integer >= 1")
         self.attempt = attempt
+        # inputs the machine downloads itself before the workload starts (launch_fetch items)
+        self.fetch = _object_list(d.get("fetch"), "fetch")
+        self.input_cache = os.path.expanduser(
+            _string(d, "input_cache", os.path.join("~", ".cache", "launch", "inputs"))
+        )
+        # credentials only the fetch needs: the workload's environment does not get them
+        self.fetch_only_env = _string_list(d.get("fetch_only_env"), "fetch_only_env")
+
+
+def _object_list(value: object, key: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, dict) for v in cast("list[object]", value)):
+        return [cast("dict[str, Any]", v) for v in cast("list[object]", value)]
+    raise ConfigError(f"{key!r} must be a list of objects")
+
+
+def _string_list(value: object, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in cast("list[object]", value)):
+        return [str(v) for v in cast("list[object]", value)]
+    raise ConfigError(f"{key!r} must be a list of strings")
 
 
 def _string(d: dict[str, object], key: str, default: str) -> str:
@@ -296,6 +321,8 @@ class Agent:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        for name in self.cfg.fetch_only_env:
+            env.pop(name, None)
         env.update(self.cfg.env)
         # launchkit.py ships beside this file: `import launchkit` works in every job
         here = os.path.dirname(os.path.abspath(__file__))
@@ -353,6 +380,10 @@ class Agent:
         os.makedirs(self.checkpoints, exist_ok=True)
         self.log.write("agent", f"agent {AGENT_VERSION}: run {cfg.run_id} attempt {cfg.attempt}")
         self.write_status()
+        if cfg.fetch:
+            stopped = self._fetch_inputs()
+            if stopped is not None:
+                return stopped
         cmd = cfg.command
         argv = ["/bin/sh", "-c", _SHELL_PRELUDE + cmd] if isinstance(cmd, str) else cmd
         try:
@@ -395,6 +426,58 @@ class Agent:
         how = f"killed by signal {-returncode}" if returncode < 0 else "exited"
         self.log.write("agent", f"workload {how}; exit code {code}")
         return self._finish(code)
+
+    def _fetch_inputs(self) -> int | None:
+        """Download the inputs this machine fetches itself; an exit code when the job must not
+        start (a fetch failed, or a stop came first), None to go on. The download runs in a
+        thread so that a cancel or a signal is obeyed at once and the heartbeat goes on."""
+        cfg = self.cfg
+        here = os.path.dirname(os.path.abspath(__file__))
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        try:  # beside this file in a bundle; launcher.launch_fetch when imported by the launcher
+            fetcher = importlib.import_module("launch_fetch")
+        except ImportError:
+            fetcher = importlib.import_module("launcher.launch_fetch")
+        outcome: list[BaseException | None] = []
+
+        def note(message: str) -> None:
+            self.log.write("agent", message)
+
+        def work() -> None:
+            try:
+                fetcher.fetch_all(cfg.fetch, cfg.input_dir, cfg.input_cache, note)
+                outcome.append(None)
+            except Exception as e:  # noqa: BLE001 - reported as the attempt's error below
+                outcome.append(e)
+
+        self.log.write("agent", f"fetching {len(cfg.fetch)} input(s) into {cfg.input_dir}")
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        next_beat = time.monotonic() + cfg.heartbeat_s
+        while worker.is_alive():
+            worker.join(0.1)
+            reason = None
+            if self._signal is not None:
+                reason = f"received {signal.Signals(self._signal).name}"
+            elif self._control_says_stop():
+                reason = f"{CONTROL_FILE} asks to stop"
+            if reason is not None:
+                stop = "signal" if self._signal is not None else "control"
+                self.log.write("agent", f"stop requested ({stop}: {reason}) before the job began")
+                self.status["stop_reason"] = stop
+                return self._finish(0)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + cfg.heartbeat_s
+                self.write_status()
+        error = outcome[0] if outcome else RuntimeError("the fetch ended without a word")
+        if error is None:
+            return None
+        message = (
+            str(error) if isinstance(error, fetcher.FetchError) else f"fetching inputs: {error}"
+        )
+        self.log.write("agent", f"{message}; the job was not started")
+        return self._finish(EXIT_NO_INPUT, error=message)
 
     def _supervise(self, t0: float) -> int:
         assert self._proc is not None

@@ -33,14 +33,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # annotations only: this file also runs on Python 3.8
+    from collections.abc import Callable, Mapping
+
+    Log = Callable[[str], None]
 
 KAGGLE_API = "https://api.kaggle.com"
 CHUNK = 1 << 20
 RETRIES = 5
 TIMEOUT_S = 60.0
-_DONE = ".launch-done.json"  # written last into a cache entry: its presence means complete
+_DONE = ".done.json"  # <entry>.done.json, written last: its presence means the entry is whole
 
 
 class FetchError(Exception):
@@ -57,31 +61,38 @@ class Fetched:
         self.cached = cached
 
 
-Log = Callable[[str], None]
-
-
 def fetch_all(
-    items: list[dict[str, Any]], input_dir: str, cache_dir: str, log: Log
+    items: list[dict[str, Any]],
+    input_dir: str,
+    cache_dir: str,
+    log: Log,
+    env: Mapping[str, str] | None = None,
 ) -> list[Fetched]:
-    """Fetch every item into the cache and link `input_dir/<name>` to it."""
+    """Fetch every item into the cache and link `input_dir/<name>` to it. Credentials are
+    read from `env` (default: this process's environment)."""
     os.makedirs(input_dir, exist_ok=True)
     done: list[Fetched] = []
     for item in items:
-        got = fetch_one(item, cache_dir, log)
+        got = fetch_one(item, cache_dir, log, env)
         link = os.path.join(input_dir, got.name)
         _replace_link(got.path, link)
         done.append(got)
     return done
 
 
-def fetch_one(item: dict[str, Any], cache_dir: str, log: Log) -> Fetched:
+def fetch_one(
+    item: dict[str, Any], cache_dir: str, log: Log, env: Mapping[str, str] | None = None
+) -> Fetched:
+    env = os.environ if env is None else env
     name = str(item.get("name") or "input")
     kind = item.get("kind")
     if kind == "url":
         return _fetch_url(name, str(item["url"]), item.get("sha256"), cache_dir, log)
     if kind == "kaggle":
+        api = str(item.get("api") or env.get("LAUNCH_KAGGLE_URL") or KAGGLE_API).rstrip("/")
+        auth = kaggle_auth(env)
         version = item.get("version")
-        return _fetch_kaggle(name, str(item["ref"]), version, cache_dir, log)
+        return _fetch_kaggle(name, str(item["ref"]), version, api, auth, cache_dir, log)
     raise FetchError(f"input '{name}': unknown kind {kind!r}")
 
 
@@ -127,49 +138,41 @@ def _fetch_url(name: str, url: str, sha256: str | None, cache_dir: str, log: Log
 # ---- Kaggle datasets ------------------------------------------------------------------------
 
 
-def kaggle_auth() -> str | None:
+def kaggle_auth(env: Mapping[str, str]) -> str | None:
     """The Authorization header value from the environment, as the kaggle CLI reads it."""
-    token = os.environ.get("KAGGLE_API_TOKEN", "").strip()
+    token = env.get("KAGGLE_API_TOKEN", "").strip()
     if token:
         if os.path.isfile(os.path.expanduser(token)):
             with open(os.path.expanduser(token), encoding="utf-8") as f:
                 token = f.read().strip()
         return "Bearer " + token
-    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
+    user, key = env.get("KAGGLE_USERNAME"), env.get("KAGGLE_KEY")
     if user and key:
         return "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()
     return None
 
 
-def kaggle_api() -> str:
-    return (os.environ.get("LAUNCH_KAGGLE_URL") or KAGGLE_API).rstrip("/")
-
-
-def kaggle_version(ref: str, auth: str, name: str) -> int:
+def kaggle_version(ref: str, api: str, auth: str, name: str) -> int:
     """The dataset's current version number (GetDataset)."""
     owner, _, slug = ref.partition("/")
-    answer = _rpc(
-        "datasets.DatasetApiService/GetDataset",
-        {"ownerSlug": owner, "datasetSlug": slug},
-        auth,
-        name,
-        ref,
-    )
+    body = {"ownerSlug": owner, "datasetSlug": slug}
+    answer = _rpc(f"{api}/v1/datasets.DatasetApiService/GetDataset", body, auth, name, ref)
     version = answer.get("currentVersionNumber")
     if not isinstance(version, int):
         raise FetchError(f"input '{name}': Kaggle gives no current version of {ref}")
     return version
 
 
-def _fetch_kaggle(name: str, ref: str, version: int | None, cache_dir: str, log: Log) -> Fetched:
-    auth = kaggle_auth()
+def _fetch_kaggle(
+    name: str, ref: str, version: int | None, api: str, auth: str | None, cache_dir: str, log: Log
+) -> Fetched:
     if auth is None:
         raise FetchError(
             f"input '{name}': downloading Kaggle dataset {ref} needs Kaggle credentials here "
             "(KAGGLE_API_TOKEN, or KAGGLE_USERNAME and KAGGLE_KEY)"
         )
     if version is None:
-        version = kaggle_version(ref, auth, name)
+        version = kaggle_version(ref, api, auth, name)
     owner, _, slug = ref.partition("/")
     entry = os.path.join(cache_dir, "kaggle", owner.lower(), slug.lower(), f"v{version}")
     with _Lock(entry):
@@ -177,9 +180,8 @@ def _fetch_kaggle(name: str, ref: str, version: int | None, cache_dir: str, log:
             log(f"input '{name}': Kaggle dataset {ref} v{version} is cached ({entry})")
             return Fetched(name, entry, 0, True)
         body = {"ownerSlug": owner, "datasetSlug": slug, "datasetVersionNumber": version}
-        where = _redirect_target(
-            kaggle_api() + "/v1/datasets.DatasetApiService/DownloadDataset", body, auth, name, ref
-        )
+        rpc = f"{api}/v1/datasets.DatasetApiService/DownloadDataset"
+        where = _redirect_target(rpc, body, auth, name, ref)
         work = _fresh_work_dir(entry)
         part = entry + ".zip.part"
         log(f"input '{name}': downloading Kaggle dataset {ref} v{version}")
@@ -210,9 +212,9 @@ def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: str, name:
         shutil.copyfileobj(src, out, CHUNK)  # raises BadZipFile on a CRC mismatch
 
 
-def _rpc(rpc: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict[str, Any]:
+def _rpc(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict[str, Any]:
     req = urllib.request.Request(
-        f"{kaggle_api()}/v1/{rpc}",
+        url,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": auth},
         method="POST",
@@ -220,7 +222,7 @@ def _rpc(rpc: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict
     for attempt in range(RETRIES + 1):
         try:
             with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                return cast(dict[str, Any], json.loads(resp.read() or b"{}"))
+                return cast("dict[str, Any]", json.loads(resp.read() or b"{}"))
         except urllib.error.HTTPError as e:
             if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
@@ -344,7 +346,7 @@ def _backoff(attempt: int, retry_after: str | None) -> float:
 
 
 def _complete(entry: str) -> bool:
-    return os.path.isfile(os.path.join(entry, _DONE))
+    return os.path.isfile(entry + _DONE) and os.path.isdir(entry)
 
 
 def _fresh_work_dir(entry: str) -> str:
@@ -355,10 +357,13 @@ def _fresh_work_dir(entry: str) -> str:
 
 
 def _seal(work: str, entry: str, facts: dict[str, Any]) -> None:
-    with open(os.path.join(work, _DONE), "w", encoding="utf-8") as f:
-        json.dump(facts, f)
-    shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry of an older version
+    """Make `work` the entry: the folder by one rename, then the record that it is whole (kept
+    beside it, so the input holds exactly what was downloaded)."""
+    shutil.rmtree(entry, ignore_errors=True)  # a half-sealed entry of a crashed fetch
     os.replace(work, entry)
+    with open(entry + _DONE + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(facts, f)
+    os.replace(entry + _DONE + ".tmp", entry + _DONE)
 
 
 def _replace_link(target: str, link: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, overload
@@ -27,9 +28,11 @@ from launcher.spec_base import (
     EnvName,
     FolderName,
     GpuName,
+    HttpUrl,
     ImageName,
     KaggleRef,
     SecretName,
+    Sha256,
     Slug,
     StrictModel,
     spec_error,
@@ -49,6 +52,8 @@ from launcher.targets.local.options import LocalOptions
 from launcher.targets.vast.options import VastOptions
 
 # ---- sections -------------------------------------------------------------------------------
+
+_FOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class GpuSpec(StrictModel):
@@ -83,28 +88,59 @@ class ResourcesSpec(StrictModel):
 
 
 class InputSpec(StrictModel):
+    """One input, from exactly one source; each target delivers it to $LAUNCH_INPUT_DIR/<as>
+    its fastest honest way (`launch plan` says which, launcher/inputs.py decides)."""
+
     kaggle: Annotated[KaggleRef | None, Field(description="A Kaggle dataset: owner/slug.")] = None
     path: Annotated[
         str | None,
         Field(min_length=1, description="A local folder, relative to the project root."),
     ] = None
+    url: Annotated[
+        HttpUrl | None,
+        Field(description="A file to download (http or https); lands as <as>/<file name>."),
+    ] = None
+    sha256: Annotated[
+        Sha256 | None,
+        Field(description="The url's sha256; the file is refused when it differs."),
+    ] = None
     name: Annotated[
         FolderName | None,
         Field(
             alias="as",
-            description="Folder name under $LAUNCH_INPUT_DIR (default: the slug or the "
-            "folder's last component).",
+            description="Folder name under $LAUNCH_INPUT_DIR (default: the slug, the "
+            "folder's last component, or the url's file name without its extension).",
         ),
     ] = None
 
     @model_validator(mode="after")
     def _one_source(self) -> InputSpec:
-        if (self.kaggle is None) == (self.path is None):
-            raise spec_error("an input has exactly one of `kaggle: owner/slug` or `path: dir`")
+        sources = [s for s in (self.kaggle, self.path, self.url) if s is not None]
+        if len(sources) != 1:
+            raise spec_error(
+                "an input has exactly one of `kaggle: owner/slug`, `path: dir` or `url: https://...`"
+            )
+        if self.sha256 is not None and self.url is None:
+            raise spec_error("`sha256:` checks a `url:` input; this input has no url")
         if self.name is None:
-            source = self.kaggle or self.path or ""
-            self.name = Path(source.rstrip("/")).name or "input"
+            if self.url is not None:
+                from launcher.launch_fetch import url_file_name  # urllib: only when needed
+
+                stem = url_file_name(self.url).split(".", 1)[0]
+                self.name = _FOLDER_UNSAFE.sub("-", stem).strip("-.") or "input"
+            else:
+                source = self.kaggle or self.path or ""
+                self.name = Path(source.rstrip("/")).name or "input"
         return self
+
+    @property
+    def source(self) -> str:
+        """How the input is written in the spec, for messages: kaggle:o/s, path:d, url:u."""
+        if self.kaggle is not None:
+            return f"kaggle:{self.kaggle}"
+        if self.path is not None:
+            return f"path:{self.path}"
+        return f"url:{self.url}"
 
 
 class OutputsSpec(StrictModel):

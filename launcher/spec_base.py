@@ -172,3 +172,7 @@ KaggleRef = Annotated[
     str, _Matches(r"^[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*$", "expected owner/dataset-slug")
 ]
 GpuName = Annotated[str, AfterValidator(_gpu_name)]
+HttpUrl = Annotated[
+    str, _Matches(r"^https?://[^/\s]+(/\S*)?$", "expected an http:// or https:// address")
+]
+Sha256 = Annotated[str, _Matches(r"^[0-9a-fA-F]{64}$", "expected a sha256: 64 hexadecimal digits")]

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 def launch_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("launch-home")
     monkeypatch.setenv("LAUNCH_HOME", str(home))
+    # downloaded inputs too: emulators number their dataset versions from 1 in every test
+    monkeypatch.setenv("LAUNCH_INPUT_CACHE", str(home / "input-cache"))
     return home
 
 

@@ -109,6 +109,14 @@ def sim() -> None:
 )
 @click.option("--drive-url", help="colab: the Drive emulator its notebooks live in (required).")
 @click.option("--auto-open", is_flag=True, help="colab: run each new notebook at once.")
+@click.option(
+    "--egress",
+    "egress",
+    multiple=True,
+    type=int,
+    help="vast: instances reach this host's 127.0.0.1:PORT at their own 127.0.0.1:PORT (the "
+    "Kaggle emulator, a file server), as a real instance reaches the internet. Repeatable.",
+)
 def sim_serve(
     platform: str,
     port: int,
@@ -116,6 +124,7 @@ def sim_serve(
     kernel_image: str,
     drive_url: str | None,
     auto_open: bool,
+    egress: tuple[int, ...],
 ) -> None:
     """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers, then the
     exports to paste (the URL and the credentials it accepts). Ctrl-C or SIGTERM stops it and
@@ -133,6 +142,10 @@ def sim_serve(
         options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
     if platform == "kaggle":
         options["image"] = kernel_image
+    if egress and platform != "vast":
+        raise click.UsageError("--egress is for the vast emulator")
+    if egress:
+        options["egress_ports"] = list(egress)
     if platform == "colab":
         if not drive_url:
             raise click.UsageError("launch sim serve colab needs --drive-url (the Drive emulator)")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.inputs import InputWays
 from launcher.state import RunHandle
 from launcher.sync import PullResult
 
@@ -108,6 +109,10 @@ class AgentConfig(BaseModel):
     stop_margin_s: float = 60.0
     grace_s: float = 30.0
     heartbeat_s: float = 2.0
+    # inputs the machine downloads itself (launch_fetch items, launcher/inputs.py FETCH_THERE)
+    fetch: list[dict[str, Any]] = Field(default_factory=list[dict[str, Any]])
+    # credentials passed for `fetch` alone: the agent keeps them from the workload's environment
+    fetch_only_env: list[str] = Field(default_factory=list[str])
 
     def for_attempt(
         self, run_id: str, attempt: AttemptSpec, input_dir: str, **more: object
@@ -221,6 +226,8 @@ class Target(ABC, Generic[P, H]):
     prepared_model: ClassVar[type[Prepared]]
     handle_model: ClassVar[type[Handle]]
     unsupported: ClassVar[Mapping[Feature, str]] = {}
+    # how this target delivers each kind of job input, best first (launcher/inputs.py)
+    input_ways: ClassVar[InputWays] = InputWays()
     # the ledger kind `release_resource` gets for what `labelled()` lists (`launch gc`)
     stray_kind: ClassVar[str] = "container"
 

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from launcher import agent as agent_mod
 from launcher.bundle import Bundle, build_bundle
-from launcher.errors import SubmitError, TargetUnavailableError
-from launcher.targets.base import AgentConfig, LogLine, Phase, TargetStatus
+from launcher.targets.base import AgentConfig, LogLine, Notify, Phase, Target, TargetStatus
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -28,7 +27,7 @@ def job_bundle(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> Bund
     """Bundle the workload with the agent, launchkit and the resolved spec; tell the user what
     was left out as a likely secret and any size warning."""
     job_json = json.dumps(spec.resolved_dict(), sort_keys=True, indent=1)
-    from launcher import launchkit
+    from launcher import launch_fetch, launchkit
 
     bundle = build_bundle(
         spec.workload_path,
@@ -37,6 +36,8 @@ def job_bundle(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> Bund
             "agent.py": Path(agent_mod.__file__).read_bytes(),
             # the job author's helper; the agent puts this folder on the job's PYTHONPATH
             "launchkit.py": Path(launchkit.__file__).read_bytes(),
+            # what the agent runs to download the inputs the machine fetches itself
+            "launch_fetch.py": Path(launch_fetch.__file__).read_bytes(),
             "job.json": job_json.encode(),
         },
     )
@@ -47,7 +48,7 @@ def job_bundle(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> Bund
     return bundle
 
 
-def agent_config(spec: JobSpec) -> AgentConfig:
+def agent_config(spec: JobSpec, inputs: JobInputs | None = None) -> AgentConfig:
     """The job-level part of agent.json; targets add the attempt's part at submit."""
     limits = spec.limits
     return AgentConfig(
@@ -58,25 +59,35 @@ def agent_config(spec: JobSpec) -> AgentConfig:
         stop_margin_s=min(60.0, limits.grace_seconds * 2),
         grace_s=limits.grace_seconds,
         heartbeat_s=2,
+        fetch=inputs.fetch if inputs else [],
+        fetch_only_env=inputs.fetch_only_env if inputs else [],
     )
 
 
-def local_inputs(spec: JobSpec, target: str) -> dict[str, str]:
-    """name -> absolute local path of each job input, for targets that ship local folders
-    (mounted, or uploaded to $LAUNCH_INPUT_DIR/<name>). A Kaggle dataset input or a missing
-    path is refused before anything is started."""
-    inputs: dict[str, str] = {}
-    for item in spec.inputs:
-        if item.path is None:
-            raise TargetUnavailableError(
-                f"input '{item.name}' is a Kaggle dataset; the {target} target uses local folders",
-                hint="download it and use `inputs: [{path: ..., as: ...}]`",
-            )
-        src = (spec.project_root / item.path).resolve()
-        if not src.exists():
-            raise SubmitError(f"input path {src} does not exist")
-        inputs[str(item.name)] = str(src)  # `as:` defaults to the folder's name
-    return inputs
+def job_inputs(spec: JobSpec, target: type[Target[Any, Any]], notify: Notify) -> JobInputs:
+    """Resolve the job's inputs on `target` (refusing what it cannot deliver, before anything is
+    started) and do the local part: download what is fetched here. Local folders to mount or
+    upload, and what the machine fetches itself with which credentials, are in the answer."""
+    from launcher.inputs import Way, fetch_here, resolve
+
+    res = resolve(spec, target.input_ways, target.name)
+    res.raise_problems()
+    local = {d.name: str(d.local_path) for d in res.with_way(Way.MOUNT, Way.UPLOAD)}
+    local.update(fetch_here(res.with_way(Way.FETCH_HERE), notify))
+    there = [d.fetch.as_json() for d in res.with_way(Way.FETCH_THERE) if d.fetch is not None]
+    return JobInputs(
+        local=local,
+        fetch=there,
+        fetch_only_env=[n for n in res.secrets if n not in spec.secrets],
+        platform=[d.source.split(":", 1)[1] for d in res.with_way(Way.PLATFORM)],
+    )
+
+
+class JobInputs(BaseModel):
+    local: dict[str, str]  # name -> a folder here (mounted or uploaded)
+    fetch: list[dict[str, Any]]  # launch_fetch items for the agent
+    fetch_only_env: list[str]  # credentials the machine needs for `fetch` alone
+    platform: list[str]  # sources the platform attaches (Kaggle dataset refs)
 
 
 class AgentStatus(BaseModel):

@@ -372,8 +372,11 @@ def test_a_secret_reaches_the_job_but_no_file_the_launcher_writes(
 
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_a_local_input_reaches_the_job_and_a_bad_one_is_refused_before_it_starts(
-    rt: str, tmp_path: Path, docker_env: str
+    rt: str, tmp_path: Path, docker_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle-config"))
     proj = tmp_path / "proj"
     (proj / "workloads" / "reader").mkdir(parents=True)
     (proj / "workloads" / "reader" / "README").write_text("reads its input\n")
@@ -394,7 +397,8 @@ def test_a_local_input_reaches_the_job_and_a_bad_one_is_refused_before_it_starts
     missing = launch(proj, "run", "jobs/reader.yaml", "--set", "inputs=[{path: data/nope, as: x}]")
     assert missing.returncode != 0 and "data/nope does not exist" in missing.stderr
     kaggle = launch(proj, "run", "jobs/reader.yaml", "--set", "inputs=[{kaggle: a/b, as: x}]")
-    assert kaggle.returncode == 3 and "input 'x' is a Kaggle dataset" in kaggle.stderr
+    assert kaggle.returncode == 3, kaggle.stderr
+    assert "Kaggle dataset inputs need Kaggle credentials" in kaggle.stderr
     for proc in (missing, kaggle):
         assert "Traceback" not in proc.stderr
     runs = launch(proj, "ls", "--json")

@@ -27,8 +27,13 @@ def notebook(*cells: str) -> bytes:
             "nbformat_minor": 0,
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
             "cells": [
-                {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-                 "source": c}  # fmt: skip
+                {
+                    "cell_type": "code",
+                    "metadata": {},
+                    "execution_count": None,
+                    "outputs": [],
+                    "source": c,
+                }  # fmt: skip
                 for c in cells
             ],
         }

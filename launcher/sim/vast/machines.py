@@ -11,8 +11,11 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from launcher.sim.vast.egress import BOOT_LINE as EGRESS_BOOT_LINE
+from launcher.sim.vast.egress import MOUNT as EGRESS_MOUNT
 from launcher.sim.vast.query import as_dict, as_list
 
 SSHD_FLAGS = "-o PermitRootLogin=prohibit-password -o PasswordAuthentication=no"
@@ -32,6 +35,7 @@ chmod 700 /root/.ssh
 touch /root/.ssh/authorized_keys
 chmod 600 /root/.ssh/authorized_keys
 /usr/sbin/sshd {SSHD_FLAGS} || exit 4
+{EGRESS_BOOT_LINE}
 if [ -n "${{1:-}}" ]; then
   printf '%s\\n' "$1" > /root/onstart.sh
   SH=sh; [ -x /bin/bash ] && SH=/bin/bash
@@ -104,7 +108,10 @@ class DockerMachines:
 
     kind = "docker"
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, egress: Path | None = None) -> None:
+        self._egress = (
+            egress  # mounted at EGRESS_MOUNT: the instances' way to this host's services
+        )
         try:
             import docker
             import docker.errors
@@ -157,6 +164,11 @@ class DockerMachines:
                 name=f"vast-sim-{self.owner}-{req.instance_id}",
                 labels=labels,
                 ports=ports,
+                volumes=(
+                    {str(self._egress): {"bind": EGRESS_MOUNT, "mode": "rw"}}
+                    if self._egress
+                    else None
+                ),
                 detach=True,
             )
         except self._errors.ImageNotFound as e:
@@ -266,11 +278,14 @@ def _from_a_registry(image: str) -> bool:
     return "/" in image and ("." in first or ":" in first or first == "localhost")
 
 
-def pick_machines(owner: str, kind: str = "auto", workdir: Any = None) -> Machines:
-    """Docker when an engine answers; else host processes behind a real sshd."""
+def pick_machines(
+    owner: str, kind: str = "auto", workdir: Any = None, egress: Path | None = None
+) -> Machines:
+    """Docker when an engine answers; else host processes behind a real sshd (which reach this
+    host's services without `egress`)."""
     if kind in ("auto", "docker"):
         try:
-            return DockerMachines(owner)
+            return DockerMachines(owner, egress)
         except MachineError as e:
             if kind == "docker":
                 raise

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.sim.vast.catalog import default_catalog, load_catalog
+from launcher.sim.vast.egress import Egress
 from launcher.sim.vast.instances import InstanceBook
 from launcher.sim.vast.machines import Machines, pick_machines
 from launcher.sim.vast.server import VastApp, make_server
@@ -37,6 +38,7 @@ class VastSim:
         machines: str | Machines = "auto",
         state_dir: Path | None = None,
         verbose: bool = False,
+        egress_ports: list[int] | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the emulator listens on the loopback interface only")
@@ -55,14 +57,19 @@ class VastSim:
         self._thread: threading.Thread | None = None
         self.book: InstanceBook | None = None
         self.app: VastApp | None = None
+        self._egress_ports = list(egress_ports or [])
+        self.egress: Egress | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> VastSim:
+        self.egress = Egress(self._state_dir / "egress" if self._state_dir else None)
+        for port in self._egress_ports:
+            self.egress.allow(port)
         machines = (
             self._machines_arg
             if not isinstance(self._machines_arg, str)
-            else pick_machines(self.owner, self._machines_arg, self._state_dir)
+            else pick_machines(self.owner, self._machines_arg, self._state_dir, self.egress.folder)
         )
         self.book = InstanceBook(
             self._offers,
@@ -89,6 +96,8 @@ class VastSim:
             self._server = None
         if self.book is not None:
             self.book.close()
+        if self.egress is not None:
+            self.egress.close()
 
     def __enter__(self) -> VastSim:
         return self.start()
@@ -114,6 +123,13 @@ class VastSim:
         if self.book is None:
             raise RuntimeError("VastSim is not started")
         return self.book
+
+    def allow_egress(self, port: int) -> None:
+        """Instances reach this host's 127.0.0.1:`port` at their own 127.0.0.1:`port`, as a
+        real instance reaches a service on the internet (see egress.py)."""
+        if self.egress is None:
+            raise RuntimeError("VastSim is not started")
+        self.egress.allow(port)
 
     # ---- inspection -------------------------------------------------------------------------
 
@@ -175,6 +191,7 @@ def serve(
     running_delay: float = 1.0,
     machines: str = "auto",
     verbose: bool = False,
+    egress_ports: list[int] | None = None,
 ) -> None:
     """Run the emulator until SIGINT, SIGTERM or SIGHUP; `on_ready(url)` once it listens.
     Blocking. Every machine it made (containers, processes) is removed on the way out."""
@@ -196,6 +213,7 @@ def serve(
         machines=machines,
         state_dir=state_dir,
         verbose=verbose,
+        egress_ports=egress_ports,
     )
     sim.start()
     try:

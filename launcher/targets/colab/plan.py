@@ -46,16 +46,6 @@ def gpu_problems(spec: JobSpec, gpu: str) -> list[str]:
     return problems
 
 
-def local_inputs_problem(spec: JobSpec) -> str | None:
-    if not spec.inputs:
-        return None
-    first = spec.inputs[0]
-    return (
-        f"the colab target does not carry job inputs yet (input '{first.name}'): put small "
-        "data in the workload folder, or have the job fetch it"
-    )
-
-
 def lowered_for_colab(
     spec: JobSpec, opts: ColabOptions, home: Path, notify: Callable[[str], None]
 ) -> Lowered:
@@ -66,9 +56,6 @@ def check_job(
     spec: JobSpec, opts: ColabOptions, home: Path, notify: Callable[[str], None]
 ) -> Lowered:
     """Refuse what cannot run on Colab (with its fix), warn about the rest; the lowered image."""
-    inputs = local_inputs_problem(spec)
-    if inputs is not None:
-        raise TargetUnavailableError(inputs)
     lowered = lowered_for_colab(spec, opts, home, notify)
     if lowered.problems:
         what, fix = lowered.problems[0]
@@ -125,9 +112,6 @@ def make_plan(
         plan.notes.append(f"a {gpu} runtime needs a paid Colab plan (compute units)")
     elif gpu:
         plan.notes.append("the free tier gives a T4 when one is free; none is guaranteed")
-    inputs = local_inputs_problem(spec)
-    if inputs is not None:
-        plan.problems.append(inputs)
     plan.problems += [f"{what} (fix: {fix})" for what, fix in _lowering_problems(spec, opts, home)]
     plan.notes += [
         f"Colab cannot give what the job asks: {p}" for p in gpu_problems(spec, opts.gpu)

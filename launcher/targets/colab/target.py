@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from launcher import agent as agent_mod
 from launcher.attempts import state_archive
 from launcher.errors import TargetError, TargetUnavailableError
+from launcher.inputs import InputWays, Way
 from launcher.sync import PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -68,7 +69,7 @@ from launcher.targets.colab.options import ColabOptions
 from launcher.targets.colab.plan import check_job, make_plan
 from launcher.targets.colab.session import Watch
 from launcher.targets.colab.tree import DriveTree
-from launcher.targets.jobfiles import agent_config, job_bundle, parse_log_chunk
+from launcher.targets.jobfiles import agent_config, job_bundle, job_inputs, parse_log_chunk
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -99,6 +100,16 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         Feature.CUSTOM_IMAGE: "Colab runs its own runtime: the job's image is lowered to its "
         "requirements.txt, installed in the notebook",
     }
+    # the runtime has the internet: it downloads a URL itself
+    input_ways: ClassVar[InputWays] = InputWays(
+        url=(Way.FETCH_THERE,),
+        why_not={
+            "path": "put small data in the workload folder, or publish the folder and give "
+            "its `url:` (Drive uploads of inputs are not built yet)",
+            "kaggle": "Kaggle credentials cannot reach the notebook yet; run it on "
+            "--target kaggle, or give the data as a `url:`",
+        },
+    )
 
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
         super().__init__(home, notify)
@@ -147,6 +158,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
     def prepare(self, spec: JobSpec, run_id: str, workdir: Path) -> ColabPrepared:
         opts: ColabOptions = spec.targets.for_target("colab")
         read_credentials(credentials_path(self.home))  # none: say so before building anything
+        inputs = job_inputs(spec, type(self), self.notify)
         lowered = check_job(spec, opts, self.home, self.notify)
         bundle = job_bundle(spec, self.home, self.notify)
         session_s = opts.session_hours * 3600
@@ -154,7 +166,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             run_id=run_id,
             bundle_path=bundle.path,
             bundle_digest=bundle.digest,
-            agent=agent_config(spec),
+            agent=agent_config(spec, inputs),
             secrets=list(spec.secrets),
             max_attempts=opts.max_sessions,
             more_attempts_hint=f"raise targets.colab.max_sessions (now {opts.max_sessions})",

@@ -108,7 +108,8 @@ def read_secrets():
 
 def input_dir():
     inputs = CONFIG["inputs"]
-    if all(name == slug for name, slug in inputs):
+    # the agent links the inputs it downloads itself (URLs) in here: then a writable folder
+    if all(name == slug for name, slug in inputs) and not CONFIG["agent"].get("fetch"):
         return INPUT
     farm = tempfile.mkdtemp(prefix="launch-input-")
     for name, slug in inputs:

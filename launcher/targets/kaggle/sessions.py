@@ -173,7 +173,7 @@ def kernel_job(
         requirements=lowered.requirements,
         pip_options=lowered.pip_options,
         secrets=list(spec.secrets),
-        inputs=[(str(i.name), str(i.kaggle).split("/")[1]) for i in spec.inputs],
+        inputs=[(str(i.name), str(i.kaggle).split("/")[1]) for i in spec.inputs if i.kaggle],
         session_s=session_s,
         safety_s=min(60.0, max(1.0, 0.1 * session_s)),
     )

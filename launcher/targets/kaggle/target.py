@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from launcher import agent as agent_mod
 from launcher.attempts import state_archive
 from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
+from launcher.inputs import InputWays, Way
 from launcher.sync import LocalTree, PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -40,7 +41,12 @@ from launcher.targets.base import (
     Target,
 )
 from launcher.targets.base import TargetStatus as TS
-from launcher.targets.jobfiles import agent_config, job_bundle, session_cap_or_limit
+from launcher.targets.jobfiles import (
+    agent_config,
+    job_bundle,
+    job_inputs,
+    session_cap_or_limit,
+)
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle import outputs, sessions
 from launcher.targets.kaggle.client import (
@@ -85,6 +91,15 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         Feature.CUSTOM_IMAGE: "Kaggle runs its own images: the job's image is lowered to its "
         "requirements.txt, installed in the kernel",
     }
+    # Kaggle datasets are the kernel's own dataset sources; a URL the kernel downloads itself
+    input_ways: ClassVar[InputWays] = InputWays(
+        kaggle=(Way.PLATFORM,),
+        url=(Way.FETCH_THERE,),
+        why_not={
+            "path": "upload the folder as a private Kaggle dataset and name it "
+            "`inputs: [{kaggle: owner/slug}]` (automatic uploads are not built yet)"
+        },
+    )
 
     def __init__(
         self, home: Path, notify: Notify = lambda _m: None, client: KaggleClient | None = None
@@ -127,12 +142,12 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
     def prepare(self, spec: JobSpec, run_id: str, workdir: Path) -> KagglePrepared:
         opts: KaggleOptions = spec.targets.for_target("kaggle")
         find_credentials()  # no credentials: say so before building anything
-        local = [i.path for i in spec.inputs if i.kaggle is None]
-        if local:
+        inputs = job_inputs(spec, type(self), self.notify)
+        if inputs.fetch and not opts.internet:
             raise TargetUnavailableError(
-                f"the kaggle target mounts Kaggle datasets only, not local folders ({local[0]})",
-                hint="upload the folder as a private Kaggle dataset and name it "
-                "`inputs: [{kaggle: owner/slug}]`",
+                f"input '{inputs.fetch[0]['name']}' is downloaded by the kernel, which has no "
+                "internet: targets.kaggle.internet is false",
+                hint="set targets.kaggle.internet: true, or publish the file as a Kaggle dataset",
             )
         bundle = job_bundle(spec, self.home, self.notify)
         gpu = spec.resources.gpu.count > 0
@@ -147,13 +162,13 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             run_id=run_id,
             bundle_path=bundle.path,
             bundle_digest=bundle.digest,
-            agent=agent_config(spec),
+            agent=agent_config(spec, inputs),
             secrets=list(spec.secrets),
             max_attempts=opts.max_sessions if opts.allow_chaining else 1,
             more_attempts_hint=hint,
             job=spec.name,
             kernel=sessions.kernel_job(spec, opts, self.home, self.notify),
-            sources=[str(i.kaggle) for i in spec.inputs],
+            sources=inputs.platform,
             accelerator=opts.accelerator if gpu else None,
             internet=opts.internet,
         )

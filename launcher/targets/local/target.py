@@ -24,6 +24,7 @@ from launcher import agent as agent_mod
 from launcher.attempts import copy_resume_sources
 from launcher.bundle import extract_bundle
 from launcher.errors import SubmitError, TargetUnavailableError
+from launcher.inputs import InputWays, Way
 from launcher.sync import LocalTree, PullResult, atomic_write_text, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -43,7 +44,7 @@ from launcher.targets.jobfiles import (
     agent_config,
     agent_phase,
     job_bundle,
-    local_inputs,
+    job_inputs,
     parse_log_chunk,
 )
 from launcher.targets.local import process
@@ -79,6 +80,10 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
     name: ClassVar[str] = "local"
     prepared_model: ClassVar[type[Prepared]] = LocalPrepared
     handle_model: ClassVar[type[Handle]] = LocalHandle
+    # this machine downloads a dataset or a URL once into its input cache, then mounts it
+    input_ways: ClassVar[InputWays] = InputWays(
+        path=(Way.MOUNT,), kaggle=(Way.FETCH_HERE,), url=(Way.FETCH_HERE,)
+    )
 
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
         super().__init__(home, notify)
@@ -154,6 +159,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                 hint="export them before `launch run`; their values never enter the bundle",
             )
         gpus = self._gpus(spec, runtime)
+        inputs = job_inputs(spec, type(self), self.notify)  # downloads happen here, cached
         bundle = job_bundle(spec, self.home, self.notify)
         image: str | None = None
         python: str | None = None
@@ -195,14 +201,14 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
             run_id=run_id,
             bundle_path=bundle.path,
             bundle_digest=bundle.digest,
-            agent=agent_config(spec),
+            agent=agent_config(spec, inputs),
             secrets=list(spec.secrets),
             more_attempts_hint="limits.max_attempts lets a run go on after its job died",
             runtime=runtime,
             gpus=gpus,
             image=image,
             python=python,
-            inputs=local_inputs(spec, "local"),
+            inputs=inputs.local,
         )
 
     def submit(

@@ -52,18 +52,6 @@ def plan_vast(client: VastClient, spec: JobSpec) -> Plan:
     missing = [s for s in spec.secrets if s not in os.environ]
     if missing:
         plan.problems.append(f"secret(s) not set in this shell: {', '.join(missing)}")
-    kaggle_inputs = [str(i.name) for i in spec.inputs if i.path is None]
-    if kaggle_inputs:
-        plan.problems.append(
-            f"input(s) {', '.join(kaggle_inputs)} are Kaggle datasets; "
-            "the vast target uploads local folders (`inputs: [{path: ..., as: ...}]`)"
-        )
-    for item in spec.inputs:
-        if item.path is not None and not (spec.project_root / item.path).exists():
-            plan.problems.append(
-                f"input '{item.name}': {spec.project_root / item.path} does not exist here "
-                "(it would be uploaded to the instance)"
-            )
     query = offers_mod.offer_query(spec, opts, limit=PLAN_LIMIT)
     found = offers_mod.rank(client.search_offers(query), opts)
     hours = spec.limits.max_hours

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from launcher import registry
 from launcher.errors import TargetUnavailableError
-from launcher.targets.jobfiles import agent_config, job_bundle, local_inputs
+from launcher.targets.jobfiles import agent_config, job_bundle, job_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
 from launcher.targets.vast.plan import image_problem
@@ -32,20 +32,23 @@ def prepare_vast(
             f"secret(s) not set in this shell: {', '.join(missing)}",
             hint="export them before `launch run`; their values never enter the bundle",
         )
+    from launcher.targets.vast.target import VastTarget
+
+    inputs = job_inputs(spec, VastTarget, notify)
     image = opts.image or spec.image_ref or _published(spec, home, notify)
     bundle = job_bundle(spec, home, notify)
     return VastPrepared(
         run_id=run_id,
         bundle_path=bundle.path,
         bundle_digest=bundle.digest,
-        agent=agent_config(spec),
+        agent=agent_config(spec, inputs),
         secrets=list(spec.secrets),
         more_attempts_hint="limits.max_attempts allows more moves to another machine",
         image=image,
         query=offers_mod.offer_query(spec, opts),
         options=opts,
         disk_gb=float(spec.resources.disk_gb),
-        inputs=local_inputs(spec, "vast"),
+        inputs=inputs.local,
         # unpacked now (local work), pushed file by file once the instance answers
         bundle_dir=str(unpacked_bundle(bundle.path, bundle.digest)),
     )

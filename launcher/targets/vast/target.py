@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
 from launcher.errors import TargetError, TargetUnavailableError
+from launcher.inputs import InputWays, Way
 from launcher.sync import PullResult
 from launcher.targets.base import (
     AttemptSpec,
@@ -94,6 +95,10 @@ class VastTarget(Target[VastPrepared, VastHandle]):
     prepared_model: ClassVar[type[Prepared]] = VastPrepared
     handle_model: ClassVar[type[Handle]] = VastHandle
     stray_kind: ClassVar[str] = "instance"
+    # an instance has the internet: it downloads datasets and URLs itself, faster than here
+    input_ways: ClassVar[InputWays] = InputWays(
+        path=(Way.UPLOAD,), kaggle=(Way.FETCH_THERE,), url=(Way.FETCH_THERE,)
+    )
 
     def __init__(
         self, home: Path, notify: Notify = lambda _m: None, client: VastClient | None = None

@@ -21,6 +21,7 @@ from pydantic import Field
 from launcher import agent as agent_mod
 from launcher.attempts import resume_sources
 from launcher.bundle import extract_bundle
+from launcher.inputs import fetch_secret_values
 from launcher.sync import LocalTree, PullResult, pull_tree, push_tree
 from launcher.targets.base import AttemptSpec, Handle, Prepared
 from launcher.targets.jobfiles import AgentStatus
@@ -146,6 +147,8 @@ def pull_workspace(conn: SshConn, h: VastHandle, dest: Path) -> PullResult:
 def start_agent(conn: SshConn, prepared: VastPrepared, h: VastHandle) -> None:
     root = h.root
     values = {n: os.environ[n] for n in prepared.secrets if n in os.environ}
+    # what the machine needs to download its inputs itself (Kaggle credentials), read now
+    values.update(fetch_secret_values(prepared.agent.fetch_only_env))
     if values:  # a 0600 file the start script reads and deletes: never in argv or bundle
         lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
         conn.write_bytes(f"{root}/.secrets", lines.encode(), mode=0o600)

@@ -112,8 +112,29 @@ def test_launch_plan_through_the_cli(project: Path, cli_env: None) -> None:
     assert "Traceback" not in none.stderr
 
 
-def test_plan_names_a_local_input_that_is_not_there(target: VastTarget) -> None:
-    spec = _spec("inputs=[{path: data/nowhere, as: logos}]")
-    plan = target.plan(spec)
-    assert not plan.runnable
-    assert any("input 'logos'" in p and "data/nowhere" in p for p in plan.problems), plan.problems
+def test_plan_says_how_each_input_arrives_and_what_is_missing(
+    project: Path, cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(project / "no-kaggle-config"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    inputs = (
+        "inputs=[{path: data/nowhere, as: logos}, {kaggle: bob/rwf-mini, as: rwf},"
+        " {url: 'https://example.org/w/weights.bin', as: weights}]"
+    )
+    plan = _plan(project, "--set", inputs, "--json")
+    assert plan.returncode == 3, plan.stdout + plan.stderr
+    got = json.loads(plan.stdout)
+    assert any(
+        "input 'logos'" in p and "data/nowhere does not exist" in p for p in got["problems"]
+    )
+    assert any("Kaggle dataset inputs need Kaggle credentials" in p for p in got["problems"])
+    notes = "\n".join(got["notes"])
+    assert "rwf <- kaggle:bob/rwf-mini: downloaded by the machine itself" in notes
+    assert "weights <- url:https://example.org/w/weights.bin: downloaded by the machine" in notes
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    inputs = "inputs=[{kaggle: bob/rwf-mini, as: rwf}]"
+    assert _plan(project, "--set", inputs).returncode == 0

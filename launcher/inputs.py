@@ -1,0 +1,246 @@
+"""How each job input reaches $LAUNCH_INPUT_DIR/<as>: one resolver for every target.
+
+A target says, per source kind, the ways it can deliver, best first (`InputWays`, a class
+attribute of the target); `resolve` picks the first for each input and says what is missing
+before anything is rented: a local folder that is not there, Kaggle credentials a Kaggle input
+needs, a kind the target cannot carry. `launch plan` shows the result, `prepare` uses it.
+
+The ways:
+- MOUNT: a local folder, bind-mounted or linked where the job runs (local target).
+- UPLOAD: a local folder sent from here by manifest difference (Vast).
+- FETCH_HERE: downloaded here once into the input cache (launch_fetch: verified, resumable,
+  keyed by content), then mounted like a folder; a second run downloads nothing.
+- FETCH_THERE: downloaded by the machine itself before the job starts (the agent runs
+  launch_fetch there), with the credentials a source needs passed at run time as secrets.
+- PLATFORM: the platform's own mechanism (Kaggle datasets as the kernel's dataset sources).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from launcher.errors import SubmitError, TargetUnavailableError
+
+if TYPE_CHECKING:
+    from launcher.spec import InputSpec, JobSpec
+
+Kind = Literal["kaggle", "path", "url"]
+KAGGLE_SECRET_NAMES = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
+
+
+class Way(str, Enum):
+    MOUNT = "mount"
+    UPLOAD = "upload"
+    FETCH_HERE = "fetch_here"
+    FETCH_THERE = "fetch_there"
+    PLATFORM = "platform"
+
+
+class InputWays(BaseModel):
+    """What a target can do with each kind of input, best first; empty: it cannot."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kaggle: tuple[Way, ...] = ()
+    path: tuple[Way, ...] = ()
+    url: tuple[Way, ...] = ()
+    why_not: dict[str, str] = Field(default_factory=dict[str, str])  # kind -> the reason
+
+    def first(self, kind: Kind) -> Way | None:
+        ways: tuple[Way, ...] = getattr(self, kind)
+        return ways[0] if ways else None
+
+
+class FetchItem(BaseModel):
+    """One input for launch_fetch, as it travels in agent.json (see launch_fetch's docstring)."""
+
+    name: str
+    kind: Literal["kaggle", "url"]
+    url: str | None = None
+    sha256: str | None = None
+    ref: str | None = None
+    version: int | None = None
+    api: str | None = None  # the Kaggle API root when it is not Kaggle's own (an emulator)
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Delivery(BaseModel):
+    """How one input arrives, for `launch plan` and the target's prepare."""
+
+    name: str
+    source: str  # as the spec writes it
+    kind: Kind
+    way: Way
+    local_path: str | None = None  # a `path:` input's folder here
+    size_bytes: int | None = None  # known without asking the network
+    fetch: FetchItem | None = None  # for FETCH_HERE and FETCH_THERE
+
+    @property
+    def shown(self) -> str:
+        size = f", {human_bytes(self.size_bytes)}" if self.size_bytes is not None else ""
+        how = {
+            Way.MOUNT: "mounted from here",
+            Way.UPLOAD: "uploaded from here (only what changed)",
+            Way.FETCH_HERE: "downloaded here once (cached), then mounted",
+            Way.FETCH_THERE: "downloaded by the machine itself before the job starts",
+            Way.PLATFORM: "attached by the platform (a Kaggle dataset source)",
+        }[self.way]
+        return f"{self.name} <- {self.source}: {how}{size}"
+
+
+class Resolution(BaseModel):
+    deliveries: list[Delivery] = Field(default_factory=list[Delivery])
+    problems: list[str] = Field(default_factory=list[str])
+    hints: list[str] = Field(default_factory=list[str])
+    secrets: list[str] = Field(default_factory=list[str])  # env names to pass to the machine
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise TargetUnavailableError(
+                "; ".join(self.problems), hint="; ".join(self.hints) or None
+            )
+
+    def with_way(self, *ways: Way) -> list[Delivery]:
+        return [d for d in self.deliveries if d.way in ways]
+
+
+def kind_of(item: InputSpec) -> Kind:
+    if item.kaggle is not None:
+        return "kaggle"
+    if item.path is not None:
+        return "path"
+    return "url"
+
+
+def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
+    """Each input's way on `target`, and every problem found without the network."""
+    out = Resolution()
+    needs_kaggle_here = needs_kaggle_there = False
+    for item in spec.inputs:
+        kind = kind_of(item)
+        way = ways.first(kind)
+        name = str(item.name)
+        if way is None:
+            why = ways.why_not.get(kind, "")
+            out.problems.append(
+                f"input '{name}' ({item.source}): the {target} target cannot deliver a "
+                f"{kind} input{': ' + why if why else ''}"
+            )
+            continue
+        delivery = Delivery(name=name, source=item.source, kind=kind, way=way)
+        if kind == "path":
+            src = (spec.project_root / str(item.path)).resolve()
+            if not src.exists():
+                out.problems.append(f"input '{name}': {src} does not exist here")
+                continue
+            delivery.local_path = str(src)
+            delivery.size_bytes = tree_size(src)
+        else:
+            delivery.fetch = fetch_item(item)
+            if kind == "kaggle" and way is Way.FETCH_HERE:
+                needs_kaggle_here = True
+            if kind == "kaggle" and way is Way.FETCH_THERE:
+                needs_kaggle_there = True
+        out.deliveries.append(delivery)
+    if needs_kaggle_here or needs_kaggle_there:
+        _check_kaggle_credentials(out, there=needs_kaggle_there)
+    return out
+
+
+def fetch_item(item: InputSpec) -> FetchItem:
+    if item.kaggle is not None:
+        api = os.environ.get("LAUNCH_KAGGLE_URL") or None
+        return FetchItem(name=str(item.name), kind="kaggle", ref=item.kaggle, api=api)
+    return FetchItem(name=str(item.name), kind="url", url=item.url, sha256=item.sha256)
+
+
+def _check_kaggle_credentials(out: Resolution, *, there: bool) -> None:
+    from launcher.targets.kaggle.client import CREDENTIALS_HINT, find_credentials
+
+    try:
+        creds = find_credentials()
+    except TargetUnavailableError as e:
+        out.problems.append(f"Kaggle dataset inputs need Kaggle credentials: {e.message}")
+        out.hints.append(CREDENTIALS_HINT)
+        return
+    if there:  # passed to the machine at run time as secrets, never bundled
+        out.secrets.extend(
+            ["KAGGLE_API_TOKEN"] if creds.token else ["KAGGLE_USERNAME", "KAGGLE_KEY"]
+        )
+
+
+def kaggle_secret_values() -> dict[str, str]:
+    """The Kaggle credentials as environment values for a machine that downloads a dataset
+    itself (read from where the kaggle CLI looks: the environment, then kaggle.json)."""
+    from launcher.targets.kaggle.client import find_credentials
+
+    creds = find_credentials()
+    if creds.token:
+        return {"KAGGLE_API_TOKEN": creds.token}
+    return {"KAGGLE_USERNAME": creds.username, "KAGGLE_KEY": creds.key or ""}
+
+
+def fetch_secret_values(names: list[str]) -> dict[str, str]:
+    """Values for `fetch_only_env` names, read at submit (never stored): the Kaggle credentials
+    from wherever the kaggle CLI finds them."""
+    if not names:
+        return {}
+    values = kaggle_secret_values() if any(n.startswith("KAGGLE_") for n in names) else {}
+    return {n: values[n] for n in names if n in values}
+
+
+def input_cache() -> Path:
+    """Where FETCH_HERE keeps its downloads: $LAUNCH_INPUT_CACHE, or ~/.cache/launch/inputs."""
+    configured = os.environ.get("LAUNCH_INPUT_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "launch" / "inputs"
+
+
+def fetch_here(deliveries: list[Delivery], notify: Callable[[str], None]) -> dict[str, str]:
+    """Download each FETCH_HERE input into the input cache; name -> its folder here."""
+    from launcher import launch_fetch
+
+    found: dict[str, str] = {}
+    for d in deliveries:
+        assert d.fetch is not None
+        env = dict(os.environ)
+        if d.kind == "kaggle":
+            env.update(kaggle_secret_values())  # from kaggle.json too, as the CLI reads them
+        try:
+            got = launch_fetch.fetch_one(d.fetch.as_json(), str(input_cache()), notify, env)
+        except launch_fetch.FetchError as e:
+            raise SubmitError(str(e)) from e
+        found[d.name] = got.path
+    return found
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -1,0 +1,130 @@
+"""Inputs that travel: one job spec with a Kaggle dataset input runs on local, Vast and Kaggle
+with no override of its inputs, and the job sees the same files everywhere.
+
+Each target delivers the input its own way (launcher/inputs.py): the local target downloads it
+here once into the input cache and mounts it; a Vast instance downloads it itself (the emulator
+gives instances this host's Kaggle emulator, see launcher/sim/vast/egress.py); Kaggle attaches it
+as the kernel's dataset source. What crossed the wire is measured by the Kaggle emulator, which
+counts the archive bytes it served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher.sim.kaggle import KaggleSim
+from launcher.sim.vast import VastSim
+from tests.conftest import launch_cmd
+from tests.contract.platforms import KAGGLE_KEY, KAGGLE_USER, Platform
+
+pytestmark = pytest.mark.docker
+
+DATASET = "bob/rwf-mini"
+READER = """import hashlib, json, os
+root = os.environ["LAUNCH_INPUT_DIR"]
+seen = {}
+for folder, _dirs, files in os.walk(root, followlinks=True):
+    for name in files:
+        path = os.path.join(folder, name)
+        rel = os.path.relpath(path, root)
+        if not rel.startswith("rwf2000" + os.sep):
+            continue
+        with open(path, "rb") as f:
+            seen[rel] = hashlib.sha256(f.read()).hexdigest()
+out = os.path.join(os.environ["LAUNCH_OUTPUT_DIR"], "inputs.json")
+with open(out, "w") as f:
+    json.dump(seen, f, sort_keys=True)
+print("read", len(seen), "input files")
+print("kaggle key in the job's environment:", "KAGGLE_KEY" in os.environ)
+"""
+SPEC = """name: reader
+image: hello
+workload: workloads/reader
+run: python3 read.py
+inputs:
+  - {kaggle: bob/rwf-mini, as: rwf2000}
+limits: {max_hours: 1}
+"""
+
+
+def dataset_files() -> dict[str, bytes]:
+    return {
+        "train/fight/clip1.txt": b"punch\n" * 50,
+        "train/nofight/clip2.txt": b"walk\n" * 40,
+        "labels.csv": b"clip1,1\nclip2,0\n",
+    }
+
+
+@pytest.fixture
+def kaggle_data(contract_kaggle: KaggleSim, tmp_path: Path) -> KaggleSim:
+    if contract_kaggle.datasets.find("bob", "rwf-mini") is None:
+        src = tmp_path / "rwf-mini"
+        for rel, data in dataset_files().items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        contract_kaggle.seed_dataset(DATASET, src)
+    return contract_kaggle
+
+
+def reader_project(project: Path) -> Path:
+    (project / "workloads" / "reader").mkdir(parents=True)
+    (project / "workloads" / "reader" / "read.py").write_text(READER)
+    (project / "jobs" / "reader.yaml").write_text(SPEC)
+    return project
+
+
+def run_reader(project: Path, platform: Platform, kaggle: KaggleSim) -> dict[str, str]:
+    env = dict(
+        platform.env,
+        LAUNCH_KAGGLE_URL=kaggle.url,
+        KAGGLE_USERNAME=KAGGLE_USER,
+        KAGGLE_KEY=KAGGLE_KEY,
+    )
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "read 3 input files" in proc.stdout + proc.stderr
+    if platform.name == "vast":  # passed for the download alone, not to the workload
+        assert "kaggle key in the job's environment: False" in proc.stdout
+    [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[-1:]
+    needle = KAGGLE_KEY.encode()
+    for root in (Path(platform.env["LAUNCH_HOME"]), run_dir):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert needle not in path.read_bytes(), f"the Kaggle key leaked into {path}"
+    return json.loads((run_dir / "outputs" / "inputs.json").read_text())
+
+
+def expected() -> dict[str, str]:
+    return {
+        f"rwf2000/{rel}": hashlib.sha256(data).hexdigest() for rel, data in dataset_files().items()
+    }
+
+
+@pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle"], indirect=True)
+def test_one_spec_with_a_kaggle_input_runs_on_every_target_with_the_same_files(
+    platform: Platform, project: Path, kaggle_data: KaggleSim, request: pytest.FixtureRequest
+) -> None:
+    project = reader_project(project)
+    if platform.name == "vast":
+        vast: VastSim = request.getfixturevalue("contract_vast")
+        vast.allow_egress(int(kaggle_data.url.rsplit(":", 1)[1]))
+    before = kaggle_data.dataset_bytes_served(DATASET)
+    assert run_reader(project, platform, kaggle_data) == expected()
+    served = kaggle_data.dataset_bytes_served(DATASET) - before
+    if platform.name == "kaggle":
+        assert served == 0  # attached as the kernel's dataset source: nothing downloaded
+    else:
+        assert served > 0  # downloaded here (local) or by the instance itself (vast)
+
+    if platform.name == "local-process":  # the input cache: a second run downloads nothing
+        again = kaggle_data.dataset_bytes_served(DATASET)
+        assert run_reader(project, platform, kaggle_data) == expected()
+        assert kaggle_data.dataset_bytes_served(DATASET) == again
