@@ -161,9 +161,10 @@ def _plan_on(session: Session, spec: JobSpec, target: str) -> Plan:
     result = tgt.plan(spec)
     # what the platform does differently from running the job's image as it is
     result.notes.extend(reason for reason in tgt.unsupported.values())
-    from launcher.inputs import resolve
+    from launcher.inputs import probe_sizes, resolve
 
     inputs = resolve(spec, tgt.input_ways, target)  # the same resolution `prepare` makes
+    probe_sizes(inputs)
     result.notes.extend(f"input {d.shown}" for d in inputs.deliveries)
     result.problems.extend(inputs.problems)
     result.notes.extend(inputs.hints)

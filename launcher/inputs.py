@@ -64,12 +64,16 @@ class FetchItem(BaseModel):
     kind: Literal["kaggle", "url"]
     url: str | None = None
     sha256: str | None = None
+    unpack: bool = False
     ref: str | None = None
     version: int | None = None
     api: str | None = None  # the Kaggle API root when it is not Kaggle's own (an emulator)
 
     def as_json(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(exclude_none=True, exclude_defaults=True) | {
+            "name": self.name,
+            "kind": self.kind,
+        }
 
 
 class Delivery(BaseModel):
@@ -155,11 +159,30 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
     return out
 
 
+def probe_sizes(res: Resolution) -> None:
+    """Fill in the sizes of remote inputs, asked quickly of their sources (for `launch plan`);
+    a source that does not answer leaves the size unknown."""
+    from launcher import launch_fetch
+
+    env = dict(os.environ)
+    for d in res.deliveries:
+        if d.fetch is None or d.size_bytes is not None:
+            continue
+        if d.kind == "kaggle":
+            try:
+                env.update(kaggle_secret_values())
+            except TargetUnavailableError:
+                continue
+        d.size_bytes = launch_fetch.remote_size(d.fetch.as_json(), env)
+
+
 def fetch_item(item: InputSpec) -> FetchItem:
     if item.kaggle is not None:
         api = os.environ.get("LAUNCH_KAGGLE_URL") or None
         return FetchItem(name=str(item.name), kind="kaggle", ref=item.kaggle, api=api)
-    return FetchItem(name=str(item.name), kind="url", url=item.url, sha256=item.sha256)
+    return FetchItem(
+        name=str(item.name), kind="url", url=item.url, sha256=item.sha256, unpack=item.unpack
+    )
 
 
 def _check_kaggle_credentials(out: Resolution, *, there: bool) -> None:

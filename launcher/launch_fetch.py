@@ -7,7 +7,8 @@ stdlib only and Python 3.8, and no side effects at import.
 
     fetch_all(items, input_dir, cache_dir, log) -> list[Fetched]    raises FetchError
 
-An item is a dict (it travels in agent.json): {"name", "kind": "url", "url", "sha256"?} or
+An item is a dict (it travels in agent.json): {"name", "kind": "url", "url", "sha256"?,
+"unpack"?} or
 {"name", "kind": "kaggle", "ref": "owner/slug", "version"?}. Each lands in the cache under a key
 that names its content (the URL's sha256, or the dataset's version), so a second run that
 needs the same input downloads nothing; `$LAUNCH_INPUT_DIR/<name>` is then a link to it.
@@ -28,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -87,13 +89,42 @@ def fetch_one(
     name = str(item.get("name") or "input")
     kind = item.get("kind")
     if kind == "url":
-        return _fetch_url(name, str(item["url"]), item.get("sha256"), cache_dir, log)
+        unpack = bool(item.get("unpack"))
+        return _fetch_url(name, str(item["url"]), item.get("sha256"), unpack, cache_dir, log)
     if kind == "kaggle":
         api = str(item.get("api") or env.get("LAUNCH_KAGGLE_URL") or KAGGLE_API).rstrip("/")
         auth = kaggle_auth(env)
         version = item.get("version")
         return _fetch_kaggle(name, str(item["ref"]), version, api, auth, cache_dir, log)
     raise FetchError(f"input '{name}': unknown kind {kind!r}")
+
+
+def remote_size(item: dict[str, Any], env: Mapping[str, str], timeout: float = 5.0) -> int | None:
+    """What fetching `item` would download, in bytes, asked quickly (a HEAD, or Kaggle's file
+    list); None when the source does not say or does not answer in time."""
+    try:
+        if item.get("kind") == "url":
+            req = urllib.request.Request(str(item["url"]), method="HEAD")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                length = resp.headers.get("Content-Length")
+                return int(length) if length is not None else None
+        auth = kaggle_auth(env)
+        if item.get("kind") != "kaggle" or auth is None:
+            return None
+        api = str(item.get("api") or env.get("LAUNCH_KAGGLE_URL") or KAGGLE_API).rstrip("/")
+        owner, _, slug = str(item["ref"]).partition("/")
+        req = urllib.request.Request(
+            f"{api}/v1/datasets.DatasetApiService/ListDatasetFiles",
+            data=json.dumps({"ownerSlug": owner, "datasetSlug": slug}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": auth},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer = cast("dict[str, Any]", json.loads(resp.read() or b"{}"))
+        files = cast("list[dict[str, Any]]", answer.get("datasetFiles") or [])
+        return sum(int(f.get("totalBytes") or 0) for f in files) if files else None
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
 
 
 # ---- URLs -----------------------------------------------------------------------------------
@@ -105,15 +136,20 @@ def url_file_name(url: str) -> str:
     return urllib.parse.unquote(base) or "download"
 
 
-def url_cache_key(url: str, sha256: str | None) -> str:
+def url_cache_key(url: str, sha256: str | None, unpack: bool = False) -> str:
     """By content when the spec gives it; else by the URL itself (the same URL, the same file)."""
-    if sha256:
-        return "url/sha256-" + sha256.lower()
-    return "url/u-" + hashlib.sha256(url.encode()).hexdigest()[:32]
+    key = (
+        "sha256-" + sha256.lower()
+        if sha256
+        else "u-" + hashlib.sha256(url.encode()).hexdigest()[:32]
+    )
+    return "url/" + key + ("-unpacked" if unpack else "")
 
 
-def _fetch_url(name: str, url: str, sha256: str | None, cache_dir: str, log: Log) -> Fetched:
-    entry = os.path.join(cache_dir, url_cache_key(url, sha256))
+def _fetch_url(
+    name: str, url: str, sha256: str | None, unpack: bool, cache_dir: str, log: Log
+) -> Fetched:
+    entry = os.path.join(cache_dir, url_cache_key(url, sha256, unpack))
     with _Lock(entry):
         if _complete(entry):
             log(f"input '{name}': {url} is cached ({entry})")
@@ -129,7 +165,11 @@ def _fetch_url(name: str, url: str, sha256: str | None, cache_dir: str, log: Log
                 f"input '{name}': {url} has sha256 {digest}, the job spec says {sha256.lower()}; "
                 "the file was not used (fix the sha256 in the spec, or the URL)"
             )
-        os.replace(part, os.path.join(work, fname))
+        if unpack:
+            _unpack(name, part, fname, work)
+            os.remove(part)
+        else:
+            os.replace(part, os.path.join(work, fname))
         _seal(work, entry, {"url": url, "sha256": digest, "size": size})
         log(f"input '{name}': {size} bytes, sha256 {digest}")
         return Fetched(name, entry, sent, False)
@@ -198,6 +238,38 @@ def _fetch_kaggle(
         _seal(work, entry, {"kaggle": ref, "version": version, "archive_size": size})
         log(f"input '{name}': {ref} v{version}, {size} bytes unpacked")
         return Fetched(name, entry, sent, False)
+
+
+def _unpack(name: str, archive: str, fname: str, dest: str) -> None:
+    """A .zip or a tar (.tar, .tar.gz, .tgz, .tar.bz2, .tar.xz) into dest; members that would
+    land outside it, links and devices are refused."""
+    lower = fname.lower()
+    try:
+        if lower.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.infolist():
+                    _extract(zf, member, dest, name)
+            return
+        if lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+            with tarfile.open(archive) as tf:
+                for member in tf:
+                    target = os.path.realpath(os.path.join(dest, member.name))
+                    if not target.startswith(os.path.realpath(dest) + os.sep):
+                        raise FetchError(f"input '{name}': {fname} names a file outside it")
+                    if member.isdir():
+                        os.makedirs(target, exist_ok=True)
+                    elif member.isfile():
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        src = tf.extractfile(member)
+                        assert src is not None
+                        with src, open(target, "wb") as out:
+                            shutil.copyfileobj(src, out, CHUNK)
+            return
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        raise FetchError(f"input '{name}': {fname} is not a readable archive ({e})") from e
+    raise FetchError(
+        f"input '{name}': unpack is for .zip and .tar[.gz|.bz2|.xz] files, not {fname}"
+    )
 
 
 def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: str, name: str) -> None:

@@ -104,6 +104,13 @@ class InputSpec(StrictModel):
         Sha256 | None,
         Field(description="The url's sha256; the file is refused when it differs."),
     ] = None
+    unpack: Annotated[
+        bool,
+        Field(
+            description="Unpack the url's archive (.zip, .tar, .tar.gz, .tgz, .tar.bz2, "
+            ".tar.xz) into the folder instead of keeping the file."
+        ),
+    ] = False
     name: Annotated[
         FolderName | None,
         Field(
@@ -122,6 +129,8 @@ class InputSpec(StrictModel):
             )
         if self.sha256 is not None and self.url is None:
             raise spec_error("`sha256:` checks a `url:` input; this input has no url")
+        if self.unpack and self.url is None:
+            raise spec_error("`unpack:` is for a `url:` input's archive; this input has no url")
         if self.name is None:
             if self.url is not None:
                 from launcher.launch_fetch import url_file_name  # urllib: only when needed

@@ -128,3 +128,69 @@ def test_one_spec_with_a_kaggle_input_runs_on_every_target_with_the_same_files(
         again = kaggle_data.dataset_bytes_served(DATASET)
         assert run_reader(project, platform, kaggle_data) == expected()
         assert kaggle_data.dataset_bytes_served(DATASET) == again
+
+
+class FileServer:
+    """Files over HTTP from 127.0.0.1, as a URL input's host."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                data = files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("platform", ["local-process", "vast"], indirect=True)
+def test_a_url_input_with_a_wrong_sha256_fails_clearly_before_the_job_starts(
+    platform: Platform, project: Path, request: pytest.FixtureRequest
+) -> None:
+    weights = b"not the weights you pinned\n" * 1000
+    server = FileServer({"/models/weights.bin": weights})
+    try:
+        if platform.name == "vast":
+            vast: VastSim = request.getfixturevalue("contract_vast")
+            vast.allow_egress(server.port)
+        project = reader_project(project)
+        url = f"{server.url}/models/weights.bin"
+        pinned = hashlib.sha256(b"the weights you pinned").hexdigest()
+        inputs = f"inputs=[{{url: '{url}', sha256: {pinned}}}]"
+        proc = subprocess.run(
+            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
+            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        text = proc.stdout + proc.stderr
+        assert proc.returncode != 0, text
+        assert f"input 'weights': {url} has sha256 {hashlib.sha256(weights).hexdigest()}" in text
+        assert f"the job spec says {pinned}" in text
+        assert "read " not in proc.stdout  # the job never started
+        assert "Traceback" not in proc.stderr
+
+        good = f"inputs=[{{url: '{url}', sha256: {hashlib.sha256(weights).hexdigest()}}}]"
+        proc = subprocess.run(
+            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", good],
+            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        server.close()

@@ -156,3 +156,34 @@ def test_kaggle_refusals_name_the_input(
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     with pytest.raises(lf.FetchError, match="bob/nothing-here does not exist"):
         lf.fetch_one(item, str(tmp_path), quiet)
+
+
+def test_an_archive_url_is_unpacked_and_a_hostile_member_refused(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    def tgz(members: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    server = Files({
+        "/c.tar.gz": tgz({"cifar-10-batches-py/data_batch_1": b"x" * 10}),
+        "/evil.tgz": tgz({"../../escape.txt": b"no"}),
+    })  # fmt: skip
+    try:
+        item = {"name": "cifar10", "kind": "url", "url": server.url + "/c.tar.gz", "unpack": True}
+        lf.fetch_all([item], str(tmp_path / "in"), str(tmp_path / "cache"), quiet)
+        got = tmp_path / "in" / "cifar10" / "cifar-10-batches-py" / "data_batch_1"
+        assert got.read_bytes() == b"x" * 10
+        assert not (tmp_path / "in" / "cifar10" / "c.tar.gz").exists()
+        evil = {"name": "e", "kind": "url", "url": server.url + "/evil.tgz", "unpack": True}
+        with pytest.raises(lf.FetchError, match="names a file outside it"):
+            lf.fetch_one(evil, str(tmp_path / "cache"), quiet)
+        assert not list(tmp_path.rglob("escape.txt"))
+    finally:
+        server.close()
