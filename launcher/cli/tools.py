@@ -114,8 +114,9 @@ def sim() -> None:
     "egress",
     multiple=True,
     type=int,
-    help="vast: instances reach this host's 127.0.0.1:PORT at their own 127.0.0.1:PORT (the "
-    "Kaggle emulator, a file server), as a real instance reaches the internet. Repeatable.",
+    help="vast, kaggle: instances (kernels with internet) reach this host's 127.0.0.1:PORT at "
+    "their own 127.0.0.1:PORT (the Kaggle emulator, a file server), as real ones reach the "
+    "internet. Repeatable.",
 )
 def sim_serve(
     platform: str,
@@ -142,8 +143,8 @@ def sim_serve(
         options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
     if platform == "kaggle":
         options["image"] = kernel_image
-    if egress and platform != "vast":
-        raise click.UsageError("--egress is for the vast emulator")
+    if egress and platform not in ("vast", "kaggle"):
+        raise click.UsageError("--egress is for the vast and kaggle emulators")
     if egress:
         options["egress_ports"] = list(egress)
     if platform == "colab":

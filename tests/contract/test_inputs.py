@@ -161,7 +161,7 @@ class FileServer:
         self.httpd.server_close()
 
 
-@pytest.mark.parametrize("platform", ["local-process", "vast"], indirect=True)
+@pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle"], indirect=True)
 def test_a_url_input_with_a_wrong_sha256_fails_clearly_before_the_job_starts(
     platform: Platform, project: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -171,6 +171,9 @@ def test_a_url_input_with_a_wrong_sha256_fails_clearly_before_the_job_starts(
         if platform.name == "vast":
             vast: VastSim = request.getfixturevalue("contract_vast")
             vast.allow_egress(server.port)
+        if platform.name == "kaggle":  # the kernel downloads it itself (internet is on)
+            kaggle: KaggleSim = request.getfixturevalue("contract_kaggle")
+            kaggle.allow_egress(server.port)
         project = reader_project(project)
         url = f"{server.url}/models/weights.bin"
         pinned = hashlib.sha256(b"the weights you pinned").hexdigest()

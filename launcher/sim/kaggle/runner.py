@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from launcher.sim import egress
 from launcher.sim.kaggle import user_secrets
 
 QUEUED = "QUEUED"
@@ -138,7 +139,16 @@ def script_text(session: Session) -> str:
 
 
 class Runner:
-    def __init__(self, *, runtime: str, image: str, instance: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: str,
+        image: str,
+        instance: str,
+        limits: Limits,
+        egress: Path | None = None,
+    ) -> None:
+        self.egress = egress  # kernels with internet reach this host's services through it
         self.runtime = runtime  # "docker" | "process"
         self.image = image
         self.instance = instance
@@ -320,11 +330,13 @@ class Runner:
                 argv += ["-v", f"{path}:/kaggle/input/{name}:ro"]
             if not s.enable_internet:
                 argv += ["--network", "none"]
+            elif self.egress is not None:  # "the internet": this host's allowed services
+                argv += ["-v", f"{self.egress}:{egress.MOUNT}"]
             if os.getuid() != 0:
                 argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
             for k, v in kaggle_env.items():
                 argv += ["-e", f"{k}={v}"]
-            shim = 'exec "$(command -v python3 || command -v python)" "$0"'
+            shim = egress.BOOT_LINE + '; exec "$(command -v python3 || command -v python)" "$0"'
             argv += [self.image, "sh", "-c", shim, f"/kaggle/src/{script.name}"]
             return argv, dict(os.environ), s.working
         root = s.dir / "kaggle"

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from launcher.sim.egress import Egress
 from launcher.sim.kaggle.blobs import BlobStore
 from launcher.sim.kaggle.datasets import DatasetStore
 from launcher.sim.kaggle.kernels import KernelStore
@@ -48,6 +49,7 @@ class KaggleSim:
         queue_seconds: float = 1.0,
         gpu_quota_seconds: float = 30 * HOUR,
         tpu_quota_seconds: float = 20 * HOUR,
+        egress_ports: list[int] | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the Kaggle sim listens on the loopback interface only")
@@ -72,7 +74,17 @@ class KaggleSim:
             queue_seconds=lambda: self.queue_seconds,
             quota_left=lambda s: self.quota.remaining(s.owner, s.accelerator or GPU),
         )
-        self.runner = Runner(runtime=runtime, image=image, instance=self.instance, limits=limits)
+        # kernels with internet on reach these ports of this host (launcher/sim/egress.py)
+        self.egress = Egress(self.data_dir / "egress")
+        for p in egress_ports or []:
+            self.egress.allow(p)
+        self.runner = Runner(
+            runtime=runtime,
+            image=image,
+            instance=self.instance,
+            limits=limits,
+            egress=self.egress.folder,
+        )
         self.kernels = KernelStore(
             self.data_dir / "sessions", self.datasets, self.quota, self.runner
         )
@@ -126,6 +138,7 @@ class KaggleSim:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        self.egress.close()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -187,6 +200,11 @@ class KaggleSim:
             self.quota.set_used(who, GPU, gpu_used)
         if tpu_used is not None:
             self.quota.set_used(who, TPU, tpu_used)
+
+    def allow_egress(self, port: int) -> None:
+        """Kernels with internet reach this host's 127.0.0.1:`port` at their own 127.0.0.1:`port`,
+        as a real kernel reaches a server on the internet."""
+        self.egress.allow(port)
 
     def seed_dataset(self, ref: str, folder: Path, *, is_private: bool = False) -> None:
         """Put a dataset on the emulated Kaggle as if its owner had uploaded `folder`; each call

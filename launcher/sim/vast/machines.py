@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from launcher.sim.vast.egress import BOOT_LINE as EGRESS_BOOT_LINE
-from launcher.sim.vast.egress import MOUNT as EGRESS_MOUNT
+from launcher.sim.egress import BOOT_LINE as EGRESS_BOOT_LINE
+from launcher.sim.egress import MOUNT as EGRESS_MOUNT
 from launcher.sim.vast.query import as_dict, as_list
 
 SSHD_FLAGS = "-o PermitRootLogin=prohibit-password -o PasswordAuthentication=no"
@@ -109,9 +109,7 @@ class DockerMachines:
     kind = "docker"
 
     def __init__(self, owner: str, egress: Path | None = None) -> None:
-        self._egress = (
-            egress  # mounted at EGRESS_MOUNT: the instances' way to this host's services
-        )
+        self._egress = egress  # mounted at EGRESS_MOUNT: how instances reach this host
         try:
             import docker
             import docker.errors

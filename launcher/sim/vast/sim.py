@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from launcher.sim.egress import Egress
 from launcher.sim.vast.catalog import default_catalog, load_catalog
-from launcher.sim.vast.egress import Egress
 from launcher.sim.vast.instances import InstanceBook
 from launcher.sim.vast.machines import Machines, pick_machines
 from launcher.sim.vast.server import VastApp, make_server

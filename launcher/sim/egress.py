@@ -1,14 +1,14 @@
-"""The emulated instances' internet: services on this host's loopback, at the same address.
+"""Emulated machines' internet: services on this host's loopback, at the same address.
 
-A real Vast instance reaches the internet; an emulated one is a container on the docker bridge,
-and the servers it should reach in tests (the Kaggle emulator, a file server) listen on this
-host's 127.0.0.1 only. `Egress` gives every instance the same view as this host for the ports it
-is told about: for port P the host side listens on a unix socket `P.sock` in a folder that is
-mounted into each container, and relays what arrives to 127.0.0.1:P here; inside the container,
-`RELAY` (started at boot when the image has python3) listens on the container's own 127.0.0.1:P
-and relays to that socket. So `http://127.0.0.1:P/...` means the same service inside an instance
-as here, with no address but loopback and a unix socket ever opened. Ports can be added while the
-sim runs: the relay looks for new sockets every second.
+A real Vast instance or Kaggle kernel (with internet on) reaches the internet; an emulated one is
+a container on the docker bridge, and the servers it should reach in tests (the Kaggle emulator,
+a file server) listen on this host's 127.0.0.1 only. `Egress` gives every such machine the same
+view as this host for the ports it is told about. For port P the host side listens on a unix
+socket `P.sock` in a folder that is mounted into each container, and relays what arrives to
+127.0.0.1:P here; inside the container, `RELAY` (started first thing when the image has python3)
+listens on the container's own 127.0.0.1:P and relays to that socket. So `http://127.0.0.1:P/...`
+means the same service inside a machine as here, with no address but loopback and a unix socket
+ever opened. Ports can be added while the sim runs: the relay looks for new sockets every second.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-MOUNT = "/run/vast-sim-egress"
+MOUNT = "/run/launch-sim-egress"
 RELAY_FILE = "relay.py"
 
-RELAY = r"""# vast-sim egress relay: 127.0.0.1:P in this container -> the unix socket P.sock
+RELAY = r"""# launch sim egress relay: 127.0.0.1:P in this container -> the unix socket P.sock
 import os, socket, threading, time
 D = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,7 +73,7 @@ while True:
     time.sleep(1)
 """
 
-# what BOOT runs (a no-op without the mount or without python3 in the image)
+# what a machine runs first (a no-op without the mount or without python3 in the image)
 BOOT_LINE = (
     f"if [ -f {MOUNT}/{RELAY_FILE} ] && command -v python3 >/dev/null 2>&1; then "
     f"(python3 {MOUNT}/{RELAY_FILE} >/dev/null 2>&1 &); fi"
@@ -84,7 +84,7 @@ class Egress:
     """The host side: one unix-socket listener per allowed port, relaying to 127.0.0.1."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = Path(folder or tempfile.mkdtemp(prefix="vast-sim-egress-"))
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="sim-egress-"))
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / RELAY_FILE).write_text(RELAY)
         self._servers: dict[int, socket.socket] = {}
