@@ -13,6 +13,8 @@ The ways:
 - FETCH_THERE: downloaded by the machine itself before the job starts (the agent runs
   launch_fetch there), with the credentials a source needs passed at run time as secrets.
 - PLATFORM: the platform's own mechanism (Kaggle datasets as the kernel's dataset sources).
+- PRIVATE_DATASET: a local folder packed once per content and uploaded as a private Kaggle
+  dataset, a new version only when the content changed; the kernel unpacks it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Way(str, Enum):
     FETCH_HERE = "fetch_here"
     FETCH_THERE = "fetch_there"
     PLATFORM = "platform"
+    PRIVATE_DATASET = "private_dataset"
 
 
 class InputWays(BaseModel):
@@ -96,6 +99,8 @@ class Delivery(BaseModel):
             Way.FETCH_HERE: "downloaded here once (cached), then mounted",
             Way.FETCH_THERE: "downloaded by the machine itself before the job starts",
             Way.PLATFORM: "attached by the platform (a Kaggle dataset source)",
+            Way.PRIVATE_DATASET: "uploaded as a private Kaggle dataset (a new version only "
+            "when it changed)",
         }[self.way]
         return f"{self.name} <- {self.source}: {how}{size}"
 
@@ -245,6 +250,22 @@ def fetch_here(deliveries: list[Delivery], notify: Callable[[str], None]) -> dic
             raise SubmitError(str(e)) from e
         found[d.name] = got.path
     return found
+
+
+def tree_digest(path: Path) -> str:
+    """sha256 over every file's relative path, size and content: the same folder, the same
+    digest, wherever it is (mtimes and owners do not count)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+        with f.open("rb") as src:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def tree_size(path: Path) -> int:

@@ -72,7 +72,9 @@ def job_inputs(spec: JobSpec, target: type[Target[Any, Any]], notify: Notify) ->
 
     res = resolve(spec, target.input_ways, target.name)
     res.raise_problems()
-    local = {d.name: str(d.local_path) for d in res.with_way(Way.MOUNT, Way.UPLOAD)}
+    local = {
+        d.name: str(d.local_path) for d in res.with_way(Way.MOUNT, Way.UPLOAD, Way.PRIVATE_DATASET)
+    }
     local.update(fetch_here(res.with_way(Way.FETCH_HERE), notify))
     there = [d.fetch.as_json() for d in res.with_way(Way.FETCH_THERE) if d.fetch is not None]
     return JobInputs(
@@ -84,7 +86,7 @@ def job_inputs(spec: JobSpec, target: type[Target[Any, Any]], notify: Notify) ->
 
 
 class JobInputs(BaseModel):
-    local: dict[str, str]  # name -> a folder here (mounted or uploaded)
+    local: dict[str, str]  # name -> a folder here (mounted, uploaded, or a private dataset)
     fetch: list[dict[str, Any]]  # launch_fetch items for the agent
     fetch_only_env: list[str]  # credentials the machine needs for `fetch` alone
     platform: list[str]  # sources the platform attaches (Kaggle dataset refs)

@@ -197,3 +197,46 @@ def test_a_url_input_with_a_wrong_sha256_fails_clearly_before_the_job_starts(
         assert proc.returncode == 0, proc.stdout + proc.stderr
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("platform", ["kaggle"], indirect=True)
+def test_a_local_folder_goes_to_kaggle_as_a_private_dataset_versioned_only_when_it_changes(
+    platform: Platform, project: Path, contract_kaggle: KaggleSim
+) -> None:
+    project = reader_project(project)
+    data = project / "data" / "clips"
+    (data / "fight").mkdir(parents=True)
+    (data / "fight" / "a.txt").write_text("punch\n")
+    (data / "labels.csv").write_text("a,1\n")
+    inputs = "inputs=[{path: data/clips, as: rwf2000}]"
+
+    def run() -> tuple[dict[str, str], str]:
+        proc = subprocess.run(
+            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
+            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
+            -1:
+        ]
+        return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc.stderr
+
+    def versions() -> int:
+        ds = contract_kaggle.datasets.find(KAGGLE_USER, "launch-input-reader-rwf2000")
+        assert ds is not None, "no private dataset for the input"
+        assert ds.is_private
+        return len(ds.versions)
+
+    first, _ = run()
+    assert first == {
+        "rwf2000/fight/a.txt": hashlib.sha256(b"punch\n").hexdigest(),
+        "rwf2000/labels.csv": hashlib.sha256(b"a,1\n").hexdigest(),
+    }
+    assert versions() == 1
+    again, err = run()
+    assert again == first and versions() == 1
+    assert "input 'rwf2000' unchanged: reusing dataset" in err
+    (data / "labels.csv").write_text("a,1\nb,0\n")
+    changed, _ = run()
+    assert changed["rwf2000/labels.csv"] == hashlib.sha256(b"a,1\nb,0\n").hexdigest()
+    assert versions() == 2

@@ -5,18 +5,25 @@ after the bundle's sha256 (`bundle-<digest>.tar.gz`), so whether the current ver
 this bundle is read from Kaggle itself, on any machine. A changed bundle becomes a new version;
 kernels pin the version they were pushed with. A state dataset (`launch-state-<run>-a<N>`) carries
 the checkpoints and outputs a resumed attempt starts from; it belongs to that attempt and is
-deleted with its kernel.
+deleted with its kernel. A local input folder (`launch-input-<job>-<name>`) is packed here once
+per content and kept like the bundle: a new version only when the folder changed.
 """
 
 from __future__ import annotations
 
+import os
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from launcher.errors import TargetError
+from launcher.inputs import tree_digest
+from launcher.sync import sha256_file
 from launcher.targets.base import Ledger
+from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient
+from launcher.targets.kaggle.handle import PackedInput
 
 READY_TIMEOUT_S = 600.0  # Kaggle processes a new version before kernels can mount it
 
@@ -45,26 +52,51 @@ def ensure_dataset(
     *,
     title: str,
     notify: Callable[[str], None],
+    what: str = "bundle",
 ) -> str:
-    """The bundle dataset holding `name`, uploaded only when its current version lacks it;
-    "owner/slug/versions/N" of the version that has it."""
+    """The dataset holding `name` (the bundle, or a packed input), uploaded only when its
+    current version lacks it; "owner/slug/versions/N" of the version that has it."""
     ref = f"{owner}/{slug}"
     info = client.dataset(owner, slug)
     if info is None:
         # a cache shared by the job's runs: released from this run, kept on Kaggle
-        ticket = ledger.intent("dataset", ref, {"shared": True, "role": "bundle"})
+        ticket = ledger.intent("dataset", ref, {"shared": True, "role": what})
         client.create_dataset(owner, slug, title, client.upload_blob(path, name))
         ledger.created(ticket, native_id=ref)
-        notify(f"uploaded the bundle as private dataset {ref}")
+        notify(f"uploaded the {what} as private dataset {ref}")
     else:
         if name in client.dataset_files(owner, slug):
-            notify(f"bundle unchanged: reusing dataset {ref} version {info.version}")
+            notify(f"{what} unchanged: reusing dataset {ref} version {info.version}")
             return f"{ref}/versions/{info.version}"
         client.create_dataset_version(
             owner, slug, client.upload_blob(path, name), f"launch: {name}"
         )
-        notify(f"the code changed: uploaded a new version of dataset {ref}")
+        notify(f"the {what} changed: uploaded a new version of dataset {ref}")
     return f"{ref}/versions/{_ready_version(client, owner, slug)}"
+
+
+def pack_input(home: Path, job: str, name: str, folder: Path) -> PackedInput:
+    """`folder` as a tar.gz named after its content (built once per content, kept under
+    home/kaggle/inputs), for the private dataset that carries it to the kernel."""
+    digest = tree_digest(folder)
+    file = f"input-{digest[:16]}.tar.gz"
+    archive = home / "kaggle" / "inputs" / file
+    if not archive.exists():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tmp = archive.with_name(f".{file}.{os.getpid()}.tmp")
+        with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:  # data is often compressed
+            members = [folder] if folder.is_file() else sorted(folder.rglob("*"))
+            for p in members:
+                if p.is_file() and not p.is_symlink():
+                    tf.add(p, arcname=p.name if p == folder else p.relative_to(folder).as_posix())
+        os.replace(tmp, archive)
+    return PackedInput(
+        name=name,
+        slug=names.input_slug(job, name),
+        archive=str(archive),
+        file=file,
+        sha256=sha256_file(archive),
+    )
 
 
 def upload_state(

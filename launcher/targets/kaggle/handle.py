@@ -51,6 +51,14 @@ def bundle_slug(job: str) -> str:
     return f"{BUNDLE_PREFIX}{slugify(job, MAX_SLUG - len(BUNDLE_PREFIX))}"
 
 
+INPUT_PREFIX = f"{PREFIX}input-"
+
+
+def input_slug(job: str, name: str) -> str:
+    """The private dataset that carries a job's local input folder `name` (shared by its runs)."""
+    return f"{INPUT_PREFIX}{slugify(f'{job}-{name}', MAX_SLUG - len(INPUT_PREFIX))}"
+
+
 def state_slug(run_id: str, attempt: int) -> str:
     return f"{PREFIX}state-{run_core(run_id)}-a{attempt}"
 
@@ -65,14 +73,30 @@ class KernelJob(BaseModel):
     pip_options: list[str] = Field(default_factory=list[str])
     secrets: list[str] = Field(default_factory=list[str])
     inputs: list[tuple[str, str]] = Field(default_factory=list[tuple[str, str]])  # (as, slug)
+    # local folders uploaded as private datasets: (as, slug, file, sha256), unpacked at start
+    packed: list[tuple[str, str, str, str]] = Field(
+        default_factory=list[tuple[str, str, str, str]]
+    )
     session_s: float
     safety_s: float  # the kernel's own start and the output save must fit in the session too
+
+
+class PackedInput(BaseModel):
+    """A local input folder packed for Kaggle: uploaded as `file` into the private dataset
+    `slug` unless its current version already has it (the name carries the content digest)."""
+
+    name: str  # its folder under $LAUNCH_INPUT_DIR
+    slug: str
+    archive: str  # the packed folder here
+    file: str  # input-<content digest>.tar.gz
+    sha256: str  # of the archive, checked by the kernel before it unpacks
 
 
 class KagglePrepared(Prepared):
     job: str
     kernel: KernelJob
     sources: list[str] = Field(default_factory=list[str])  # the job's input datasets
+    packed: list[PackedInput] = Field(default_factory=list[PackedInput])
     accelerator: str | None = None
     internet: bool = True
 
@@ -84,6 +108,9 @@ class KaggleHandle(Handle):
     kernel_slug: str
     kernel_id: int | None = None
     bundle_ref: str  # owner/slug/versions/N
+    input_refs: list[str] = Field(
+        default_factory=list[str]
+    )  # packed inputs' owner/slug/versions/N
     state_slug: str | None = None  # the state dataset this session resumed from, if any
     job_left_s: float | None = None  # of the job's time limit, when this session started
     session_s: float = 12 * 3600.0  # the session cap the kernel plans with

@@ -109,12 +109,18 @@ def read_secrets():
 def input_dir():
     inputs = CONFIG["inputs"]
     # the agent links the inputs it downloads itself (URLs) in here: then a writable folder
-    if all(name == slug for name, slug in inputs) and not CONFIG["agent"].get("fetch"):
+    if all(name == slug for name, slug in inputs) and not (
+        CONFIG["agent"].get("fetch") or CONFIG["packed"]
+    ):
         return INPUT
     farm = tempfile.mkdtemp(prefix="launch-input-")
     for name, slug in inputs:
         for alias in {name, slug}:
             os.symlink(os.path.join(INPUT, slug), os.path.join(farm, alias))
+    for name, slug, file, digest in CONFIG["packed"]:  # local folders, as private datasets
+        dest = os.path.join(farm, name)
+        os.makedirs(dest, exist_ok=True)
+        unpack(slug, file, digest, dest)
     return farm
 
 

@@ -50,7 +50,7 @@ def push_kernel(
         state_sha256=state[1] if state else None,
         job_left_s=h.job_left_s,
     )
-    sources = [h.bundle_ref, *prepared.sources]
+    sources = [h.bundle_ref, *h.input_refs, *prepared.sources]
     if state and h.state_slug:
         sources.append(f"{h.owner}/{h.state_slug}")
     title = names.kernel_title(prepared.run_id, h.attempt)

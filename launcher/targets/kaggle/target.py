@@ -58,7 +58,7 @@ from launcher.targets.kaggle.client import (
     find_credentials,
     sdk_installed,
 )
-from launcher.targets.kaggle.datasets import ensure_dataset, upload_state
+from launcher.targets.kaggle.datasets import ensure_dataset, pack_input, upload_state
 from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared
 from launcher.targets.kaggle.options import KaggleOptions
 from launcher.targets.kaggle.plan import make_plan, quota_left
@@ -91,14 +91,10 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         Feature.CUSTOM_IMAGE: "Kaggle runs its own images: the job's image is lowered to its "
         "requirements.txt, installed in the kernel",
     }
-    # Kaggle datasets are the kernel's own dataset sources; a URL the kernel downloads itself
+    # Kaggle datasets are the kernel's own dataset sources, a local folder becomes a private one;
+    # a URL the kernel downloads itself
     input_ways: ClassVar[InputWays] = InputWays(
-        kaggle=(Way.PLATFORM,),
-        url=(Way.FETCH_THERE,),
-        why_not={
-            "path": "upload the folder as a private Kaggle dataset and name it "
-            "`inputs: [{kaggle: owner/slug}]` (automatic uploads are not built yet)"
-        },
+        kaggle=(Way.PLATFORM,), path=(Way.PRIVATE_DATASET,), url=(Way.FETCH_THERE,)
     )
 
     def __init__(
@@ -149,7 +145,12 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
                 "internet: targets.kaggle.internet is false",
                 hint="set targets.kaggle.internet: true, or publish the file as a Kaggle dataset",
             )
+        kernel = sessions.kernel_job(spec, opts, self.home, self.notify)
         bundle = job_bundle(spec, self.home, self.notify)
+        packed = [
+            pack_input(self.home, spec.name, name, Path(folder))
+            for name, folder in inputs.local.items()
+        ]
         gpu = spec.resources.gpu.count > 0
         if opts.allow_chaining:
             hint = f"raise targets.kaggle.max_sessions (now {opts.max_sessions})"
@@ -167,8 +168,11 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             max_attempts=opts.max_sessions if opts.allow_chaining else 1,
             more_attempts_hint=hint,
             job=spec.name,
-            kernel=sessions.kernel_job(spec, opts, self.home, self.notify),
+            kernel=kernel.model_copy(
+                update={"packed": [(p.name, p.slug, p.file, p.sha256) for p in packed]}
+            ),
             sources=inputs.platform,
+            packed=packed,
             accelerator=opts.accelerator if gpu else None,
             internet=opts.internet,
         )
@@ -201,6 +205,20 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             title=f"launch bundle {prepared.job}"[:50],
             notify=self.notify,
         )
+        input_refs = [
+            ensure_dataset(
+                client,
+                owner,
+                p.slug,
+                Path(p.archive),
+                p.file,
+                ledger,
+                title=f"launch input {prepared.job} {p.name}"[:50],
+                notify=self.notify,
+                what=f"input '{p.name}'",
+            )
+            for p in prepared.packed
+        ]
         h = KaggleHandle(
             run_id=prepared.run_id,
             attempt=attempt.number,
@@ -208,6 +226,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             owner=owner,
             kernel_slug=names.kernel_slug(prepared.run_id, attempt.number),
             bundle_ref=bundle_ref,
+            input_refs=input_refs,
             job_left_s=attempt.time_left_s,
             session_s=prepared.kernel.session_s,
             stop_margin_s=prepared.agent.stop_margin_s,
@@ -353,8 +372,10 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         owner, _, slug = native_id.partition("/")
-        if data.get("shared") or slug.startswith(names.BUNDLE_PREFIX) or not slug:
-            return  # the job's bundle dataset: a cache later runs reuse, not this run's
+        if data.get("shared") or slug.startswith((names.BUNDLE_PREFIX, names.INPUT_PREFIX)):
+            return  # the job's bundle or input dataset: a cache later runs reuse
+        if not slug:
+            return
         if kind == "kernel":
             self.client.delete_kernel(owner, slug)
         elif kind == "dataset":
