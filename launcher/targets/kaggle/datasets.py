@@ -71,7 +71,8 @@ def ensure_dataset(
         client.create_dataset_version(
             owner, slug, client.upload_blob(path, name), f"launch: {name}"
         )
-        notify(f"the {what} changed: uploaded a new version of dataset {ref}")
+        changed = "the code" if what == "bundle" else f"the {what}"
+        notify(f"{changed} changed: uploaded a new version of dataset {ref}")
     return f"{ref}/versions/{_ready_version(client, owner, slug)}"
 
 
