@@ -54,6 +54,9 @@ class InputWays(BaseModel):
     path: tuple[Way, ...] = ()
     url: tuple[Way, ...] = ()
     why_not: dict[str, str] = Field(default_factory=dict[str, str])  # kind -> the reason
+    # where a machine that downloads a Kaggle dataset itself reads the credentials, when not
+    # from here (Colab: its Secrets panel); "" = passed from here at run time
+    kaggle_credentials_there: str = ""
 
     def first(self, kind: Kind) -> Way | None:
         ways: tuple[Way, ...] = getattr(self, kind)
@@ -159,6 +162,10 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
             if kind == "kaggle" and way is Way.FETCH_THERE:
                 needs_kaggle_there = True
         out.deliveries.append(delivery)
+    if needs_kaggle_there and ways.kaggle_credentials_there:
+        out.secrets.extend(["KAGGLE_USERNAME", "KAGGLE_KEY"])  # read there, by name
+        out.hints.append(ways.kaggle_credentials_there)
+        needs_kaggle_there = False
     if needs_kaggle_here or needs_kaggle_there:
         _check_kaggle_credentials(out, there=needs_kaggle_there)
     return out

@@ -3,8 +3,9 @@ with no override of its inputs, and the job sees the same files everywhere.
 
 Each target delivers the input its own way (launcher/inputs.py): the local target downloads it
 here once into the input cache and mounts it; a Vast instance downloads it itself (the emulator
-gives instances this host's Kaggle emulator, see launcher/sim/vast/egress.py); Kaggle attaches it
-as the kernel's dataset source. What crossed the wire is measured by the Kaggle emulator, which
+gives instances this host's Kaggle emulator, see launcher/sim/egress.py), and so does a Colab
+notebook, with the credentials from the user's Colab secrets; Kaggle attaches it as the kernel's
+dataset source. What crossed the wire is measured by the Kaggle emulator, which
 counts the archive bytes it served.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.sim.colab import ColabSim
 from launcher.sim.kaggle import KaggleSim
 from launcher.sim.vast import VastSim
 from tests.conftest import launch_cmd
@@ -91,7 +93,7 @@ def run_reader(project: Path, platform: Platform, kaggle: KaggleSim) -> dict[str
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "read 3 input files" in proc.stdout + proc.stderr
-    if platform.name == "vast":  # passed for the download alone, not to the workload
+    if platform.name in ("vast", "colab"):  # passed for the download alone, not to the job
         assert "kaggle key in the job's environment: False" in proc.stdout
     [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[-1:]
     needle = KAGGLE_KEY.encode()
@@ -108,7 +110,7 @@ def expected() -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle"], indirect=True)
+@pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle", "colab"], indirect=True)
 def test_one_spec_with_a_kaggle_input_runs_on_every_target_with_the_same_files(
     platform: Platform, project: Path, kaggle_data: KaggleSim, request: pytest.FixtureRequest
 ) -> None:
@@ -116,6 +118,9 @@ def test_one_spec_with_a_kaggle_input_runs_on_every_target_with_the_same_files(
     if platform.name == "vast":
         vast: VastSim = request.getfixturevalue("contract_vast")
         vast.allow_egress(int(kaggle_data.url.rsplit(":", 1)[1]))
+    if platform.name == "colab":  # the user's Colab secrets, which the notebook reads by name
+        colab: ColabSim = request.getfixturevalue("contract_colab")
+        colab.secrets.update(KAGGLE_USERNAME=KAGGLE_USER, KAGGLE_KEY=KAGGLE_KEY)
     before = kaggle_data.dataset_bytes_served(DATASET)
     assert run_reader(project, platform, kaggle_data) == expected()
     served = kaggle_data.dataset_bytes_served(DATASET) - before

@@ -100,15 +100,17 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         Feature.CUSTOM_IMAGE: "Colab runs its own runtime: the job's image is lowered to its "
         "requirements.txt, installed in the notebook",
     }
-    # the runtime has the internet: it downloads a URL itself
+    # the runtime has the internet: it downloads a URL or a Kaggle dataset itself
     input_ways: ClassVar[InputWays] = InputWays(
         url=(Way.FETCH_THERE,),
+        kaggle=(Way.FETCH_THERE,),
         why_not={
             "path": "put small data in the workload folder, or publish the folder and give "
             "its `url:` (Drive uploads of inputs are not built yet)",
-            "kaggle": "Kaggle credentials cannot reach the notebook yet; run it on "
-            "--target kaggle, or give the data as a `url:`",
         },
+        kaggle_credentials_there="the notebook downloads Kaggle inputs with the Colab secrets "
+        "KAGGLE_USERNAME and KAGGLE_KEY (your kaggle.json's username and key): add both in "
+        "Colab's Secrets panel (the key icon) and give the notebook access",
     )
 
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
@@ -174,7 +176,8 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             notebook=NotebookJob(
                 requirements=lowered.requirements,
                 pip_options=lowered.pip_options,
-                secrets=list(spec.secrets),
+                # the job's, and the credentials a Kaggle input is downloaded with
+                secrets=list(dict.fromkeys([*spec.secrets, *inputs.fetch_only_env])),
                 session_s=session_s,
                 # the notebook's start and the last copy to Drive (a big checkpoint) must fit
                 safety_s=min(600.0, max(1.0, 0.1 * session_s)),
