@@ -36,6 +36,9 @@ METRICS_SNAPSHOTS = "logs/checkpoint-metrics"
 KEEP_SNAPSHOTS = 5
 STREAMS = ("out", "err", "agent")
 
+# credentials the fetch alone needs ({"NAME": "value"}, 0600), read and deleted by the agent
+# before the workload starts: never in any process's environment
+FETCH_ENV_FILE = ".fetch-env.json"
 EXIT_NO_INPUT = 66  # sysexits' EX_NOINPUT: an input could not be fetched; the job never started
 _PARTIAL_SUFFIXES = (".tmp", ".partial", ".part", "~")
 _METRICS_TAIL = 1 << 20  # only the tail is read: metrics.jsonl grows for the whole run
@@ -380,10 +383,12 @@ class Agent:
         os.makedirs(self.checkpoints, exist_ok=True)
         self.log.write("agent", f"agent {AGENT_VERSION}: run {cfg.run_id} attempt {cfg.attempt}")
         self.write_status()
+        fetch_env = self._take_fetch_env()
         if cfg.fetch:
-            stopped = self._fetch_inputs()
+            stopped = self._fetch_inputs(fetch_env)
             if stopped is not None:
                 return stopped
+        fetch_env.clear()
         cmd = cfg.command
         argv = ["/bin/sh", "-c", _SHELL_PRELUDE + cmd] if isinstance(cmd, str) else cmd
         try:
@@ -427,7 +432,24 @@ class Agent:
         self.log.write("agent", f"workload {how}; exit code {code}")
         return self._finish(code)
 
-    def _fetch_inputs(self) -> int | None:
+    def _take_fetch_env(self) -> dict[str, str]:
+        path = os.path.join(self.root, FETCH_ENV_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        finally:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        if not isinstance(data, dict):
+            return {}
+        items = cast("dict[object, object]", data).items()
+        return {str(k): str(v) for k, v in items if isinstance(v, str)}
+
+    def _fetch_inputs(self, fetch_env: dict[str, str]) -> int | None:
         """Download the inputs this machine fetches itself; an exit code when the job must not
         start (a fetch failed, or a stop came first), None to go on. The download runs in a
         thread so that a cancel or a signal is obeyed at once and the heartbeat goes on."""
@@ -446,7 +468,8 @@ class Agent:
 
         def work() -> None:
             try:
-                fetcher.fetch_all(cfg.fetch, cfg.input_dir, cfg.input_cache, note)
+                env = dict(os.environ, **fetch_env)
+                fetcher.fetch_all(cfg.fetch, cfg.input_dir, cfg.input_cache, note, env)
                 outcome.append(None)
             except Exception as e:  # noqa: BLE001 - reported as the attempt's error below
                 outcome.append(e)

@@ -90,6 +90,7 @@ class Delivery(BaseModel):
     kind: Kind
     way: Way
     local_path: str | None = None  # a `path:` input's folder here
+    ref: str | None = None  # a `kaggle:` input's owner/slug
     size_bytes: int | None = None  # known without asking the network
     fetch: FetchItem | None = None  # for FETCH_HERE and FETCH_THERE
 
@@ -156,6 +157,7 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
             delivery.local_path = str(src)
             delivery.size_bytes = tree_size(src)
         else:
+            delivery.ref = item.kaggle
             delivery.fetch = fetch_item(item)
             if kind == "kaggle" and way is Way.FETCH_HERE:
                 needs_kaggle_here = True
@@ -171,21 +173,61 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
     return out
 
 
-def probe_sizes(res: Resolution) -> None:
-    """Fill in the sizes of remote inputs, asked quickly of their sources (for `launch plan`);
-    a source that does not answer leaves the size unknown."""
+def pin_versions(res: Resolution) -> None:
+    """Fix each downloaded Kaggle input to the dataset's current version, asked now: every
+    attempt of the run, on any machine, gets the data the first one had (a new version
+    published mid-run is for the next run), and a cached version needs no question."""
     from launcher import launch_fetch
 
+    todo = [d for d in res.deliveries if d.fetch and d.kind == "kaggle" and not d.fetch.version]
+    if not todo:
+        return
+    try:
+        env = dict(os.environ, **kaggle_secret_values())
+    except TargetUnavailableError:
+        return  # the machine reads them itself (Colab): it asks for the version there
+    auth = launch_fetch.kaggle_auth(env)
+    for d in todo:
+        assert d.fetch is not None and d.fetch.ref is not None and auth is not None
+        api = (d.fetch.api or launch_fetch.KAGGLE_API).rstrip("/")
+        try:
+            d.fetch.version = launch_fetch.kaggle_version(d.fetch.ref, api, auth, d.name)
+        except launch_fetch.FetchError as e:
+            raise TargetUnavailableError(str(e)) from e
+
+
+_SIZES: dict[str, int | None] = {}  # source -> size, asked once per process (`plan --all`)
+PROBE_BUDGET_S = 10.0  # all of one plan's size questions together
+
+
+def probe_sizes(res: Resolution) -> None:
+    """Fill in the sizes of remote inputs, asked quickly of their sources (for `launch plan`);
+    a source that does not answer in time leaves the size unknown. LAUNCH_NO_PROBE=1 asks
+    nothing."""
+    import time
+
+    from launcher import launch_fetch
+
+    if os.environ.get("LAUNCH_NO_PROBE"):
+        return
     env = dict(os.environ)
+    deadline = time.monotonic() + PROBE_BUDGET_S
     for d in res.deliveries:
         if d.fetch is None or d.size_bytes is not None:
             continue
+        if d.source in _SIZES:
+            d.size_bytes = _SIZES[d.source]
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0.5:
+            return
         if d.kind == "kaggle":
             try:
                 env.update(kaggle_secret_values())
             except TargetUnavailableError:
                 continue
-        d.size_bytes = launch_fetch.remote_size(d.fetch.as_json(), env)
+        d.size_bytes = launch_fetch.remote_size(d.fetch.as_json(), env, min(5.0, left))
+        _SIZES[d.source] = d.size_bytes
 
 
 def fetch_item(item: InputSpec) -> FetchItem:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -131,9 +132,12 @@ def remote_size(item: dict[str, Any], env: Mapping[str, str], timeout: float = 5
 
 
 def url_file_name(url: str) -> str:
-    """The file name a URL's content is stored under: its path's last part."""
-    base = os.path.basename(urllib.parse.urlsplit(url).path)
-    return urllib.parse.unquote(base) or "download"
+    """The file name a URL's content is stored under: its path's last part, decoded, reduced to
+    safe characters (never a path: no separators, never "." or "..")."""
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
+    safe = "".join(c if c.isalnum() or c in "._-+" else "_" for c in base).strip(".")
+    return safe or "download"
 
 
 def url_cache_key(url: str, sha256: str | None, unpack: bool = False) -> str:
@@ -143,26 +147,28 @@ def url_cache_key(url: str, sha256: str | None, unpack: bool = False) -> str:
         if sha256
         else "u-" + hashlib.sha256(url.encode()).hexdigest()[:32]
     )
-    return "url/" + key + ("-unpacked" if unpack else "")
+    # the file keeps its name inside the entry, so two names of one content are two entries
+    return f"url/{key}-{'unpacked' if unpack else url_file_name(url)}"
 
 
 def _fetch_url(
     name: str, url: str, sha256: str | None, unpack: bool, cache_dir: str, log: Log
 ) -> Fetched:
     entry = os.path.join(cache_dir, url_cache_key(url, sha256, unpack))
-    with _Lock(entry):
+    with _Lock(entry, lambda: log(f"input '{name}': waiting for another fetch of it")):
         if _complete(entry):
-            log(f"input '{name}': {url} is cached ({entry})")
+            log(f"input '{name}': {_shown(url)} is cached ({entry})")
             return Fetched(name, entry, 0, True)
         fname = url_file_name(url)
         work = _fresh_work_dir(entry)
         part = entry + ".part"
-        log(f"input '{name}': downloading {url}")
+        log(f"input '{name}': downloading {_shown(url)}")
         digest, size, sent = _download(name, url, {}, part)
         if sha256 and digest != sha256.lower():
             os.remove(part)
             raise FetchError(
-                f"input '{name}': {url} has sha256 {digest}, the job spec says {sha256.lower()}; "
+                f"input '{name}': {_shown(url)} has sha256 {digest}, the job spec says "
+                f"{sha256.lower()}; "
                 "the file was not used (fix the sha256 in the spec, or the URL)"
             )
         if unpack:
@@ -170,7 +176,7 @@ def _fetch_url(
             os.remove(part)
         else:
             os.replace(part, os.path.join(work, fname))
-        _seal(work, entry, {"url": url, "sha256": digest, "size": size})
+        _seal(work, entry, {"url": _shown(url), "sha256": digest, "size": size})
         log(f"input '{name}': {size} bytes, sha256 {digest}")
         return Fetched(name, entry, sent, False)
 
@@ -215,7 +221,7 @@ def _fetch_kaggle(
         version = kaggle_version(ref, api, auth, name)
     owner, _, slug = ref.partition("/")
     entry = os.path.join(cache_dir, "kaggle", owner.lower(), slug.lower(), f"v{version}")
-    with _Lock(entry):
+    with _Lock(entry, lambda: log(f"input '{name}': waiting for another fetch of it")):
         if _complete(entry):
             log(f"input '{name}': Kaggle dataset {ref} v{version} is cached ({entry})")
             return Fetched(name, entry, 0, True)
@@ -253,11 +259,14 @@ def _unpack(name: str, archive: str, fname: str, dest: str) -> None:
         if lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
             with tarfile.open(archive) as tf:
                 for member in tf:
-                    target = os.path.realpath(os.path.join(dest, member.name))
-                    if not target.startswith(os.path.realpath(dest) + os.sep):
-                        raise FetchError(f"input '{name}': {fname} names a file outside it")
+                    target = _inside(dest, member.name, name, fname)
                     if member.isdir():
                         os.makedirs(target, exist_ok=True)
+                    elif member.issym() or member.islnk():
+                        raise FetchError(
+                            f"input '{name}': {fname} holds a link ({member.name}); links in "
+                            "inputs are not unpacked"
+                        )
                     elif member.isfile():
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         src = tf.extractfile(member)
@@ -272,11 +281,19 @@ def _unpack(name: str, archive: str, fname: str, dest: str) -> None:
     )
 
 
+def _inside(dest: str, member: str, name: str, archive: str) -> str:
+    """Where an archive member goes under dest; a member that would land outside is refused
+    (the archive's own root, "." or "./", is dest itself)."""
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(dest, member))
+    if target != root and not target.startswith(root + os.sep):
+        raise FetchError(f"input '{name}': {archive} names a file outside it: {member}")
+    return target
+
+
 def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: str, name: str) -> None:
-    target = os.path.realpath(os.path.join(dest, member.filename))
-    if not target.startswith(os.path.realpath(dest) + os.sep):
-        raise FetchError(f"input '{name}': the archive names a file outside it: {member.filename}")
-    if member.is_dir():
+    target = _inside(dest, member.filename, name, "the archive")
+    if member.is_dir() or os.path.realpath(dest) == target:
         os.makedirs(target, exist_ok=True)
         return
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -300,7 +317,7 @@ def _rpc(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             raise FetchError(_kaggle_refusal(name, ref, e)) from e
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             if attempt < RETRIES:
                 time.sleep(_backoff(attempt, None))
                 continue
@@ -324,8 +341,11 @@ def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: 
     )
     for attempt in range(RETRIES + 1):
         try:
-            with opener.open(req, timeout=TIMEOUT_S) as resp:  # 200: the archive itself
-                return str(resp.geturl())
+            with opener.open(req, timeout=TIMEOUT_S) as resp:
+                raise FetchError(
+                    f"input '{name}': Kaggle answered the download of {ref} with HTTP "
+                    f"{resp.status}, not a redirect to the archive"
+                )
         except urllib.error.HTTPError as e:
             location = e.headers.get("Location")
             if e.code in (301, 302, 303, 307, 308) and location:
@@ -334,7 +354,7 @@ def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: 
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             raise FetchError(_kaggle_refusal(name, ref, e)) from e
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             if attempt < RETRIES:
                 time.sleep(_backoff(attempt, None))
                 continue
@@ -391,7 +411,7 @@ def _download(name: str, url: str, headers: dict[str, str], part: str) -> tuple[
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             raise FetchError(f"input '{name}': {_shown(url)} answered HTTP {e.code}") from e
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             if attempt < RETRIES:
                 time.sleep(_backoff(attempt, None))
                 continue
@@ -421,9 +441,35 @@ def _complete(entry: str) -> bool:
     return os.path.isfile(entry + _DONE) and os.path.isdir(entry)
 
 
+def _read_only(root: str) -> None:
+    for folder, dirs, files in os.walk(root):
+        for f in files:
+            os.chmod(os.path.join(folder, f), 0o444)
+        for d in dirs:
+            os.chmod(os.path.join(folder, d), 0o555)
+    os.chmod(root, 0o555)
+
+
+def _rmtree(path: str) -> None:
+    """Remove a folder, read-only parts included; silent when it is not there."""
+
+    def writable(func: Any, p: str, _exc: Any) -> None:
+        os.chmod(os.path.dirname(p), 0o755)
+        if os.path.isdir(p) and not os.path.islink(p):
+            os.chmod(p, 0o755)
+        func(p)
+
+    if os.path.lexists(path):
+        for folder, dirs, _files in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(folder, d), 0o755)
+        os.chmod(path, 0o755)
+        shutil.rmtree(path, onerror=writable)
+
+
 def _fresh_work_dir(entry: str) -> str:
     work = entry + ".work"
-    shutil.rmtree(work, ignore_errors=True)  # a crashed fetch's leftovers, never an input
+    _rmtree(work)  # a crashed fetch's leftovers, never an input
     os.makedirs(work)
     return work
 
@@ -431,7 +477,8 @@ def _fresh_work_dir(entry: str) -> str:
 def _seal(work: str, entry: str, facts: dict[str, Any]) -> None:
     """Make `work` the entry: the folder by one rename, then the record that it is whole (kept
     beside it, so the input holds exactly what was downloaded)."""
-    shutil.rmtree(entry, ignore_errors=True)  # a half-sealed entry of a crashed fetch
+    _rmtree(entry)  # a half-sealed entry of a crashed fetch
+    _read_only(work)  # a job that writes into its input must not change the next run's
     os.replace(work, entry)
     with open(entry + _DONE + ".tmp", "w", encoding="utf-8") as f:
         json.dump(facts, f)
@@ -451,14 +498,19 @@ def _replace_link(target: str, link: str) -> None:
 class _Lock:
     """An exclusive lock on `<entry>.lock`, held across check-download-seal."""
 
-    def __init__(self, entry: str) -> None:
+    def __init__(self, entry: str, on_wait: Callable[[], None]) -> None:
         os.makedirs(os.path.dirname(entry), exist_ok=True)
         self._path = entry + ".lock"
         self._fd = -1
+        self._on_wait = on_wait
 
     def __enter__(self) -> _Lock:
         self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._on_wait()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from launcher.agent import EXIT_NO_INPUT
 from launcher.errors import RemoteRunLostError
 from launcher.state import (
     AttemptEnd,
@@ -69,6 +70,8 @@ def outcome(
     if st.phase is Phase.DONE:
         return RunStatus.SUCCEEDED, None, ""
     if st.phase is Phase.FAILED:  # it failed on its own, whatever was asked meanwhile
+        if st.exit_code == EXIT_NO_INPUT:  # the agent could not fetch an input
+            return RunStatus.FAILED, FailureReason.INPUT_FAILED, st.message
         return RunStatus.FAILED, FailureReason.WORKLOAD_EXITED_NONZERO, st.message
     if record.stop_reason is not None:
         status, reason, message = _STOPPED_AS[record.stop_reason]

@@ -80,6 +80,7 @@ class FailureReason(str, Enum):
     SUBMIT_FAILED = "submit_failed"
     NO_CAPACITY = "no_capacity"
     WORKLOAD_EXITED_NONZERO = "workload_exited_nonzero"
+    INPUT_FAILED = "input_failed"  # an input could not be fetched; the job never started
     TIMED_OUT = "timed_out"
     REMOTE_LOST = "remote_lost"
     LAUNCHER_LOST = "launcher_lost"  # the supervising launcher died; found by `launch gc`

@@ -97,6 +97,11 @@ class Egress:
             if port in self._servers or self._closed:
                 return
             path = self.folder / f"{port}.sock"
+            if len(str(path).encode()) > 107:  # AF_UNIX's sun_path limit
+                raise ValueError(
+                    f"the egress socket path {path} is too long for a unix socket (107 bytes): "
+                    "give the emulator a shorter state folder"
+                )
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             srv = socket.socket(socket.AF_UNIX)
@@ -107,11 +112,14 @@ class Egress:
         threading.Thread(target=self._accept, args=(srv, port), daemon=True).start()
 
     def _accept(self, srv: socket.socket, port: int) -> None:
-        while True:
+        while not self._closed:
             try:
                 conn, _ = srv.accept()
             except OSError:
                 return  # closed
+            if self._closed:
+                conn.close()
+                return
             try:
                 up = socket.create_connection(("127.0.0.1", port), timeout=10)
                 up.settimeout(None)
@@ -122,11 +130,17 @@ class Egress:
                 threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
+        """Stop listening (the accept loops end) and remove the sockets; relays of open
+        connections end with them."""
         with self._lock:
             self._closed = True
-            servers, self._servers = list(self._servers.values()), {}
-        for srv in servers:
+            servers, self._servers = dict(self._servers), {}
+        for port, srv in servers.items():
+            with contextlib.suppress(OSError):
+                srv.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
             srv.close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / f"{port}.sock").unlink()
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:

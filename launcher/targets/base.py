@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from launcher.inputs import InputWays
+from launcher.inputs import FetchItem, InputWays
 from launcher.state import RunHandle
 from launcher.sync import PullResult
 
@@ -110,7 +110,7 @@ class AgentConfig(BaseModel):
     grace_s: float = 30.0
     heartbeat_s: float = 2.0
     # inputs the machine downloads itself (launch_fetch items, launcher/inputs.py FETCH_THERE)
-    fetch: list[dict[str, Any]] = Field(default_factory=list[dict[str, Any]])
+    fetch: list[FetchItem] = Field(default_factory=list[FetchItem])
     # credentials passed for `fetch` alone: the agent keeps them from the workload's environment
     fetch_only_env: list[str] = Field(default_factory=list[str])
 
@@ -119,6 +119,7 @@ class AgentConfig(BaseModel):
     ) -> dict[str, Any]:
         """agent.json for one attempt: its number, and the job time it has left."""
         data = self.model_dump()
+        data["fetch"] = [item.as_json() for item in self.fetch]  # as launch_fetch reads them
         if attempt.time_left_s is not None:
             data["time_limit_s"] = max(1.0, attempt.time_left_s)
         return dict(data, run_id=run_id, attempt=attempt.number, input_dir=input_dir, **more)

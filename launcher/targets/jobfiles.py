@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from launcher import agent as agent_mod
 from launcher.bundle import Bundle, build_bundle
+from launcher.inputs import FetchItem
 from launcher.targets.base import AgentConfig, LogLine, Notify, Phase, Target, TargetStatus
 
 if TYPE_CHECKING:
@@ -68,26 +69,27 @@ def job_inputs(spec: JobSpec, target: type[Target[Any, Any]], notify: Notify) ->
     """Resolve the job's inputs on `target` (refusing what it cannot deliver, before anything is
     started) and do the local part: download what is fetched here. Local folders to mount or
     upload, and what the machine fetches itself with which credentials, are in the answer."""
-    from launcher.inputs import Way, fetch_here, resolve
+    from launcher.inputs import Way, fetch_here, pin_versions, resolve
 
     res = resolve(spec, target.input_ways, target.name)
     res.raise_problems()
+    pin_versions(res)  # every attempt, on any machine, gets the dataset version of this run
     local = {
         d.name: str(d.local_path) for d in res.with_way(Way.MOUNT, Way.UPLOAD, Way.PRIVATE_DATASET)
     }
     local.update(fetch_here(res.with_way(Way.FETCH_HERE), notify))
-    there = [d.fetch.as_json() for d in res.with_way(Way.FETCH_THERE) if d.fetch is not None]
+    there = [d.fetch for d in res.with_way(Way.FETCH_THERE) if d.fetch is not None]
     return JobInputs(
         local=local,
         fetch=there,
         fetch_only_env=[n for n in res.secrets if n not in spec.secrets],
-        platform=[d.source.split(":", 1)[1] for d in res.with_way(Way.PLATFORM)],
+        platform=[d.ref for d in res.with_way(Way.PLATFORM) if d.ref],
     )
 
 
 class JobInputs(BaseModel):
     local: dict[str, str]  # name -> a folder here (mounted, uploaded, or a private dataset)
-    fetch: list[dict[str, Any]]  # launch_fetch items for the agent
+    fetch: list[FetchItem]  # what the machine downloads itself, for the agent
     fetch_only_env: list[str]  # credentials the machine needs for `fetch` alone
     platform: list[str]  # sources the platform attaches (Kaggle dataset refs)
 

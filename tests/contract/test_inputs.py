@@ -11,6 +11,8 @@ counts the archive bytes it served.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import subprocess
@@ -42,7 +44,20 @@ out = os.path.join(os.environ["LAUNCH_OUTPUT_DIR"], "inputs.json")
 with open(out, "w") as f:
     json.dump(seen, f, sort_keys=True)
 print("read", len(seen), "input files")
+def ancestors_hold_key():
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if b"KAGGLE_KEY=" in f.read():
+                    return True
+            with open("/proc/%d/stat" % pid) as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+    return False
 print("kaggle key in the job's environment:", "KAGGLE_KEY" in os.environ)
+print("kaggle key in an ancestor's environment:", ancestors_hold_key())
 """
 SPEC = """name: reader
 image: hello
@@ -95,12 +110,18 @@ def run_reader(project: Path, platform: Platform, kaggle: KaggleSim) -> dict[str
     assert "read 3 input files" in proc.stdout + proc.stderr
     if platform.name in ("vast", "colab"):  # passed for the download alone, not to the job
         assert "kaggle key in the job's environment: False" in proc.stdout
+    if platform.name == "vast":  # nor to the agent's: the job could read /proc/<agent>/environ
+        assert "kaggle key in an ancestor's environment: False" in proc.stdout
     [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[-1:]
-    needle = KAGGLE_KEY.encode()
+    basic = base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode())
     for root in (Path(platform.env["LAUNCH_HOME"]), run_dir):
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
-                assert needle not in path.read_bytes(), f"the Kaggle key leaked into {path}"
+                data = path.read_bytes()
+                if path.name.endswith(".tar.gz"):
+                    data = gzip.decompress(data)
+                for needle in (KAGGLE_KEY.encode(), basic):
+                    assert needle not in data, f"the Kaggle key leaked into {path}"
     return json.loads((run_dir / "outputs" / "inputs.json").read_text())
 
 
@@ -227,8 +248,13 @@ def test_a_local_folder_goes_to_kaggle_as_a_private_dataset_versioned_only_when_
         return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc.stderr
 
     def versions() -> int:
-        ds = contract_kaggle.datasets.find(KAGGLE_USER, "launch-input-reader-rwf2000")
-        assert ds is not None, "no private dataset for the input"
+        found = [
+            d
+            for d in contract_kaggle.datasets._datasets.values()  # pyright: ignore[reportPrivateUsage]
+            if d.slug.startswith("launch-input-reader-rwf2000-")
+        ]
+        assert len(found) == 1, "one private dataset for the input"
+        ds = found[0]
         assert ds.is_private
         return len(ds.versions)
 

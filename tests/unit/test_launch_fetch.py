@@ -101,7 +101,7 @@ def test_a_wrong_sha256_is_refused_and_nothing_is_cached(files: Files, tmp_path:
     ):
         lf.fetch_all([item], str(tmp_path / "in"), str(tmp_path / "cache"), quiet)
     assert not (tmp_path / "in" / "weights").exists()
-    assert not list((tmp_path / "cache").rglob("weights.bin"))
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and "lock" not in p.name]
 
 
 def test_a_dropped_connection_resumes_where_it_stopped(files: Files, tmp_path: Path) -> None:
@@ -187,3 +187,81 @@ def test_an_archive_url_is_unpacked_and_a_hostile_member_refused(tmp_path: Path)
         assert not list(tmp_path.rglob("escape.txt"))
     finally:
         server.close()
+
+
+def tar_gz(members: list[tuple[str, bytes | None, bytes]]) -> bytes:
+    """(name, data or None for a folder, link target or b"") members as a .tar.gz."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            if link:
+                info.type, info.linkname = tarfile.SYMTYPE, link.decode()
+                tf.addfile(info)
+            elif data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_archives_made_from_dot_unpack_and_links_or_escapes_are_refused(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("../outside.txt", b"no")
+    server = Files({
+        "/dot.tgz": tar_gz([(".", None, b""), ("./a/b.txt", b"ok", b"")]),
+        "/link.tgz": tar_gz([("evil", None, b"/etc/passwd")]),
+        "/up.zip": zipped.getvalue(),
+    })  # fmt: skip
+    try:
+        got = lf.fetch_one(
+            {"name": "d", "kind": "url", "url": server.url + "/dot.tgz", "unpack": True},
+            str(tmp_path / "cache"),
+            quiet,
+        )
+        assert (Path(got.path) / "a" / "b.txt").read_bytes() == b"ok"
+        with pytest.raises(lf.FetchError, match="holds a link"):
+            lf.fetch_one(
+                {"name": "l", "kind": "url", "url": server.url + "/link.tgz", "unpack": True},
+                str(tmp_path / "cache"),
+                quiet,
+            )
+        with pytest.raises(lf.FetchError, match="names a file outside it"):
+            lf.fetch_one(
+                {"name": "z", "kind": "url", "url": server.url + "/up.zip", "unpack": True},
+                str(tmp_path / "cache"),
+                quiet,
+            )
+        assert not list(tmp_path.rglob("outside.txt"))
+    finally:
+        server.close()
+
+
+def test_a_url_file_name_is_never_a_path() -> None:
+    assert lf.url_file_name("https://h/dl/..%2F..%2F..%2F.bashrc") == "bashrc"
+    assert lf.url_file_name("https://h/x/..") == "download"
+    assert lf.url_file_name("https://h/a%2Fb.bin?sig=secret") == "b.bin"
+    assert lf.url_file_name("https://h/w/model weights.safetensors") == "model_weights.safetensors"
+
+
+def test_a_sealed_entry_is_read_only_and_a_signed_query_is_never_logged(
+    files: Files, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    item = {"name": "w", "kind": "url", "url": files.url + "/w/weights.bin?X-Goog-Signature=abc"}
+    got = lf.fetch_one(item, str(tmp_path / "cache"), lines.append)
+    assert lines and not any("X-Goog-Signature" in line for line in lines)
+    done = Path(got.path + ".done.json").read_text()
+    assert "X-Goog-Signature" not in done
+    # read-only for everyone but root (a job that writes into its input gets EACCES)
+    assert (Path(got.path) / "weights.bin").stat().st_mode & 0o222 == 0
+    assert Path(got.path).stat().st_mode & 0o222 == 0

@@ -331,7 +331,7 @@ class Runner:
             if not s.enable_internet:
                 argv += ["--network", "none"]
             elif self.egress is not None:  # "the internet": this host's allowed services
-                argv += ["-v", f"{self.egress}:{egress.MOUNT}"]
+                argv += ["-v", f"{self.egress}:{egress.MOUNT}:ro"]
             if os.getuid() != 0:
                 argv += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
             for k, v in kaggle_env.items():

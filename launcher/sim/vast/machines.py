@@ -163,7 +163,7 @@ class DockerMachines:
                 labels=labels,
                 ports=ports,
                 volumes=(
-                    {str(self._egress): {"bind": EGRESS_MOUNT, "mode": "rw"}}
+                    {str(self._egress): {"bind": EGRESS_MOUNT, "mode": "ro"}}
                     if self._egress
                     else None
                 ),

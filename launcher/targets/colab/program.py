@@ -17,7 +17,7 @@ WORK = os.path.join(LOCAL, "run")  # the agent's workspace, on local disk
 BUNDLE = os.path.join(WORK, "bundle")
 CONFIG = {}
 STEP = {"now": "starting"}
-SKIP_TOP = {"bundle"}
+SKIP_TOP = {"bundle", "inputs"}  # the code and the inputs are not outputs
 
 
 def utc_now():
@@ -111,6 +111,9 @@ __INSTALL__
 def read_secrets():
     if not CONFIG["secrets"]:
         return
+    # what only the inputs' download needs goes to the agent in a file it reads and deletes
+    fetch_only = set(CONFIG["agent"].get("fetch_only_env") or [])
+    fetch_env = {}
     try:
         from google.colab import userdata
     except ImportError as e:
@@ -124,7 +127,16 @@ def read_secrets():
                     "run all again" % (name, type(e).__name__, name))
         if value is None:
             fail(4, "the secret %s is empty in Colab's Secrets" % name)
-        os.environ[name] = value
+        if name in fetch_only:
+            fetch_env[name] = value
+        else:
+            os.environ[name] = value
+    if fetch_env:
+        os.makedirs(WORK, exist_ok=True)
+        path = os.path.join(WORK, ".fetch-env.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(fetch_env, f)
 
 
 def gpu_name():

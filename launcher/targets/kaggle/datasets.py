@@ -11,6 +11,7 @@ per content and kept like the bundle: a new version only when the folder changed
 
 from __future__ import annotations
 
+import gzip
 import os
 import tarfile
 import time
@@ -76,6 +77,24 @@ def ensure_dataset(
     return f"{ref}/versions/{_ready_version(client, owner, slug)}"
 
 
+def _deterministic_tar_gz(folder: Path, dest: Path) -> None:
+    """The folder's files (links followed) as a tar.gz that is byte-identical for the same
+    content on any machine: sorted names, no mtimes, owners or gzip timestamp. So the archive's
+    sha256, which the kernel checks, follows from the content the file is named after."""
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    with (
+        dest.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf,
+    ):
+        for p in files:
+            info = tarfile.TarInfo(p.name if p == folder else p.relative_to(folder).as_posix())
+            info.size = p.stat().st_size
+            info.mode = 0o644
+            with p.open("rb") as src:
+                tf.addfile(info, src)
+
+
 def pack_input(home: Path, job: str, name: str, folder: Path) -> PackedInput:
     """`folder` as a tar.gz named after its content (built once per content, kept under
     home/kaggle/inputs), for the private dataset that carries it to the kernel."""
@@ -85,11 +104,7 @@ def pack_input(home: Path, job: str, name: str, folder: Path) -> PackedInput:
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
         tmp = archive.with_name(f".{file}.{os.getpid()}.tmp")
-        with tarfile.open(tmp, "w:gz", compresslevel=1) as tf:  # data is often compressed
-            members = [folder] if folder.is_file() else sorted(folder.rglob("*"))
-            for p in members:
-                if p.is_file() and not p.is_symlink():
-                    tf.add(p, arcname=p.name if p == folder else p.relative_to(folder).as_posix())
+        _deterministic_tar_gz(folder, tmp)
         os.replace(tmp, archive)
     return PackedInput(
         name=name,

@@ -7,6 +7,7 @@ carries the run id ("launch <run id> s<N>"), since slugs cannot hold every run i
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,8 +56,11 @@ INPUT_PREFIX = f"{PREFIX}input-"
 
 
 def input_slug(job: str, name: str) -> str:
-    """The private dataset that carries a job's local input folder `name` (shared by its runs)."""
-    return f"{INPUT_PREFIX}{slugify(f'{job}-{name}', MAX_SLUG - len(INPUT_PREFIX))}"
+    """The private dataset that carries a job's local input folder `name` (shared by its runs).
+    A hash of (job, name) ends it: cut or folded names of two inputs never share a dataset."""
+    tag = hashlib.sha256(f"{job}\0{name}".encode()).hexdigest()[:6]
+    room = MAX_SLUG - len(INPUT_PREFIX) - len(tag) - 1
+    return f"{INPUT_PREFIX}{slugify(f'{job}-{name}', room)}-{tag}"
 
 
 def state_slug(run_id: str, attempt: int) -> str:

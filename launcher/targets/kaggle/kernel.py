@@ -114,13 +114,17 @@ def input_dir():
     ):
         return INPUT
     farm = tempfile.mkdtemp(prefix="launch-input-")
+    names = set(n for n, _s in inputs) | set(p[0] for p in CONFIG["packed"])
+    names |= set(f["name"] for f in CONFIG["agent"].get("fetch") or [])
     for name, slug in inputs:
-        for alias in {name, slug}:
-            os.symlink(os.path.join(INPUT, slug), os.path.join(farm, alias))
+        os.symlink(os.path.join(INPUT, slug), os.path.join(farm, name))
     for name, slug, file, digest in CONFIG["packed"]:  # local folders, as private datasets
         dest = os.path.join(farm, name)
-        os.makedirs(dest, exist_ok=True)
+        os.makedirs(dest)
         unpack(slug, file, digest, dest)
+    for name, slug in inputs:  # /kaggle/input/<slug> works too, unless an input has that name
+        if slug not in names:
+            os.symlink(os.path.join(INPUT, slug), os.path.join(farm, slug))
     return farm
 
 

@@ -141,7 +141,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         inputs = job_inputs(spec, type(self), self.notify)
         if inputs.fetch and not opts.internet:
             raise TargetUnavailableError(
-                f"input '{inputs.fetch[0]['name']}' is downloaded by the kernel, which has no "
+                f"input '{inputs.fetch[0].name}' is downloaded by the kernel, which has no "
                 "internet: targets.kaggle.internet is false",
                 hint="set targets.kaggle.internet: true, or publish the file as a Kaggle dataset",
             )

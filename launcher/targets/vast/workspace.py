@@ -147,8 +147,10 @@ def pull_workspace(conn: SshConn, h: VastHandle, dest: Path) -> PullResult:
 def start_agent(conn: SshConn, prepared: VastPrepared, h: VastHandle) -> None:
     root = h.root
     values = {n: os.environ[n] for n in prepared.secrets if n in os.environ}
-    # what the machine needs to download its inputs itself (Kaggle credentials), read now
-    values.update(fetch_secret_values(prepared.agent.fetch_only_env))
+    fetch_env = fetch_secret_values(prepared.agent.fetch_only_env)
+    if fetch_env:  # the agent reads it and deletes it, and keeps it from every environment
+        path = f"{root}/{agent_mod.FETCH_ENV_FILE}"
+        conn.write_bytes(path, json.dumps(fetch_env).encode(), mode=0o600)
     if values:  # a 0600 file the start script reads and deletes: never in argv or bundle
         lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
         conn.write_bytes(f"{root}/.secrets", lines.encode(), mode=0o600)

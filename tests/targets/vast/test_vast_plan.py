@@ -119,9 +119,11 @@ def test_plan_says_how_each_input_arrives_and_what_is_missing(
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(project / "no-kaggle-config"))
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
         monkeypatch.delenv(name, raising=False)
+    # the sources' sizes are asked of them: nothing answers on port 9 here, at once
+    monkeypatch.setenv("LAUNCH_KAGGLE_URL", "http://127.0.0.1:9")
     inputs = (
         "inputs=[{path: data/nowhere, as: logos}, {kaggle: bob/rwf-mini, as: rwf},"
-        " {url: 'https://example.org/w/weights.bin', as: weights}]"
+        " {url: 'http://127.0.0.1:9/w/weights.bin', as: weights}]"
     )
     plan = _plan(project, "--set", inputs, "--json")
     assert plan.returncode == 3, plan.stdout + plan.stderr
@@ -132,7 +134,7 @@ def test_plan_says_how_each_input_arrives_and_what_is_missing(
     assert any("Kaggle dataset inputs need Kaggle credentials" in p for p in got["problems"])
     notes = "\n".join(got["notes"])
     assert "rwf <- kaggle:bob/rwf-mini: downloaded by the machine itself" in notes
-    assert "weights <- url:https://example.org/w/weights.bin: downloaded by the machine" in notes
+    assert "weights <- url:http://127.0.0.1:9/w/weights.bin: downloaded by the machine" in notes
 
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "k")
