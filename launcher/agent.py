@@ -165,9 +165,10 @@ class Config:
         self.attempt = attempt
         # inputs the machine downloads itself before the workload starts (launch_fetch items)
         self.fetch = _object_list(d.get("fetch"), "fetch")
-        self.input_cache = os.path.expanduser(
-            _string(d, "input_cache", os.path.join("~", ".cache", "launch", "inputs"))
+        default_cache = os.environ.get("LAUNCH_INPUT_CACHE") or os.path.join(
+            "~", ".cache", "launch", "inputs"
         )
+        self.input_cache = os.path.expanduser(_string(d, "input_cache", default_cache))
         # credentials only the fetch needs: the workload's environment does not get them
         self.fetch_only_env = _string_list(d.get("fetch_only_env"), "fetch_only_env")
 

@@ -32,7 +32,7 @@ from launcher.errors import SubmitError, TargetUnavailableError
 if TYPE_CHECKING:
     from launcher.spec import InputSpec, JobSpec
 
-Kind = Literal["kaggle", "path", "url"]
+Kind = Literal["kaggle", "path", "url", "hf"]
 KAGGLE_SECRET_NAMES = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
 
 
@@ -53,6 +53,7 @@ class InputWays(BaseModel):
     kaggle: tuple[Way, ...] = ()
     path: tuple[Way, ...] = ()
     url: tuple[Way, ...] = ()
+    hf: tuple[Way, ...] = ()
     why_not: dict[str, str] = Field(default_factory=dict[str, str])  # kind -> the reason
     # where a machine that downloads a Kaggle dataset itself reads the credentials, when not
     # from here (Colab: its Secrets panel); "" = passed from here at run time
@@ -67,8 +68,12 @@ class FetchItem(BaseModel):
     """One input for launch_fetch, as it travels in agent.json (see launch_fetch's docstring)."""
 
     name: str
-    kind: Literal["kaggle", "url"]
+    kind: Literal["kaggle", "url", "hf"]
     url: str | None = None
+    repo: str | None = None  # hf: org/name
+    repo_type: Literal["model", "dataset"] | None = None
+    revision: str | None = None  # hf: a branch, tag or commit; pinned to the commit at prepare
+    endpoint: str | None = None  # hf: the Hub's root when it is not huggingface.co
     sha256: str | None = None
     unpack: bool = False
     ref: str | None = None
@@ -130,6 +135,8 @@ def kind_of(item: InputSpec) -> Kind:
         return "kaggle"
     if item.path is not None:
         return "path"
+    if item.hf is not None:
+        return "hf"
     return "url"
 
 
@@ -164,6 +171,9 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
             if kind == "kaggle" and way is Way.FETCH_THERE:
                 needs_kaggle_there = True
         out.deliveries.append(delivery)
+    hf_there = any(d.kind == "hf" and d.way is Way.FETCH_THERE for d in out.deliveries)
+    if hf_there and os.environ.get("HF_TOKEN"):  # private or gated repositories
+        out.secrets.append("HF_TOKEN")
     if needs_kaggle_there and ways.kaggle_credentials_there:
         out.secrets.extend(["KAGGLE_USERNAME", "KAGGLE_KEY"])  # read there, by name
         out.hints.append(ways.kaggle_credentials_there)
@@ -179,6 +189,13 @@ def pin_versions(res: Resolution) -> None:
     published mid-run is for the next run), and a cached version needs no question."""
     from launcher import launch_fetch
 
+    for d in res.deliveries:  # a Hub repository: its revision becomes the commit it is at now
+        if d.fetch is not None and d.kind == "hf":
+            try:
+                commit = launch_fetch.hf_commit(d.fetch.as_json(), os.environ, d.name)
+            except launch_fetch.FetchError as e:
+                raise TargetUnavailableError(str(e)) from e
+            d.fetch.revision = commit
     todo = [d for d in res.deliveries if d.fetch and d.kind == "kaggle" and not d.fetch.version]
     if not todo:
         return
@@ -231,6 +248,19 @@ def probe_sizes(res: Resolution) -> None:
 
 
 def fetch_item(item: InputSpec) -> FetchItem:
+    if item.hf is not None:
+        dataset = item.hf.startswith("datasets/")
+        repo = (
+            item.hf.split("/", 1)[1] if item.hf.startswith(("datasets/", "models/")) else item.hf
+        )
+        return FetchItem(
+            name=str(item.name),
+            kind="hf",
+            repo=repo,
+            repo_type="dataset" if dataset else "model",
+            revision=item.revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
     if item.kaggle is not None:
         api = os.environ.get("LAUNCH_KAGGLE_URL") or None
         return FetchItem(name=str(item.name), kind="kaggle", ref=item.kaggle, api=api)
@@ -271,6 +301,7 @@ def fetch_secret_values(names: list[str]) -> dict[str, str]:
     if not names:
         return {}
     values = kaggle_secret_values() if any(n.startswith("KAGGLE_") for n in names) else {}
+    values.update({n: os.environ[n] for n in names if n not in values and n in os.environ})
     return {n: values[n] for n in names if n in values}
 
 

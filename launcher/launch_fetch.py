@@ -8,7 +8,7 @@ stdlib only and Python 3.8, and no side effects at import.
     fetch_all(items, input_dir, cache_dir, log) -> list[Fetched]    raises FetchError
 
 An item is a dict (it travels in agent.json): {"name", "kind": "url", "url", "sha256"?,
-"unpack"?} or
+"unpack"?}, {"name", "kind": "hf", "repo", "repo_type"?, "revision"?, "endpoint"?} or
 {"name", "kind": "kaggle", "ref": "owner/slug", "version"?}. Each lands in the cache under a key
 that names its content (the URL's sha256, or the dataset's version), so a second run that
 needs the same input downloads nothing; `$LAUNCH_INPUT_DIR/<name>` is then a link to it.
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # annotations only: this file also runs on Python 3.8
     Log = Callable[[str], None]
 
 KAGGLE_API = "https://api.kaggle.com"
+HF_HUB = "https://huggingface.co"
 CHUNK = 1 << 20
 RETRIES = 5
 TIMEOUT_S = 60.0
@@ -97,6 +98,8 @@ def fetch_one(
         auth = kaggle_auth(env)
         version = item.get("version")
         return _fetch_kaggle(name, str(item["ref"]), version, api, auth, cache_dir, log)
+    if kind == "hf":
+        return _fetch_hf(name, item, env, cache_dir, log)
     raise FetchError(f"input '{name}': unknown kind {kind!r}")
 
 
@@ -109,6 +112,15 @@ def remote_size(item: dict[str, Any], env: Mapping[str, str], timeout: float = 5
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 return int(length) if length is not None else None
+        if item.get("kind") == "hf":
+            dataset = item.get("repo_type") == "dataset"
+            kinds = "datasets" if dataset else "models"
+            rev = urllib.parse.quote(str(item.get("revision") or "main"), safe="")
+            url = f"{hf_endpoint(item, env)}/api/{kinds}/{item['repo']}/tree/{rev}?recursive=true"
+            req = urllib.request.Request(url, headers=hf_headers(env))
+            with _opener().open(req, timeout=timeout) as resp:
+                listing = cast("list[dict[str, Any]]", json.loads(resp.read() or b"[]"))
+            return sum(int(f.get("size") or 0) for f in listing if f.get("type") == "file")
         auth = kaggle_auth(env)
         if item.get("kind") != "kaggle" or auth is None:
             return None
@@ -370,6 +382,169 @@ def _kaggle_refusal(name: str, ref: str, e: urllib.error.HTTPError) -> str:
     return f"input '{name}': Kaggle answered HTTP {e.code} for {ref}"
 
 
+# ---- Hugging Face Hub repositories ----------------------------------------------------------
+
+
+def hf_endpoint(item: dict[str, Any], env: Mapping[str, str]) -> str:
+    return str(item.get("endpoint") or env.get("HF_ENDPOINT") or HF_HUB).rstrip("/")
+
+
+def hf_headers(env: Mapping[str, str]) -> dict[str, str]:
+    token = (env.get("HF_TOKEN") or "").strip()
+    return {"Authorization": "Bearer " + token} if token else {}
+
+
+def hf_commit(item: dict[str, Any], env: Mapping[str, str], name: str) -> str:
+    """The commit a repository's revision (a branch, a tag or a commit) points at now."""
+    kinds = "datasets" if item.get("repo_type") == "dataset" else "models"
+    repo, revision = str(item["repo"]), str(item.get("revision") or "main")
+    quoted = urllib.parse.quote(revision, safe="")
+    url = f"{hf_endpoint(item, env)}/api/{kinds}/{repo}/revision/{quoted}"
+    info = _get_json(url, hf_headers(env), name, repo)
+    sha = cast("dict[str, Any]", info).get("sha") if isinstance(info, dict) else None
+    if not isinstance(sha, str) or not sha:
+        raise FetchError(f"input '{name}': the Hub gives no commit for {repo}@{revision}")
+    return sha
+
+
+def _fetch_hf(
+    name: str, item: dict[str, Any], env: Mapping[str, str], cache_dir: str, log: Log
+) -> Fetched:
+    """Every file of a Hub repository at one commit, each checked against the listing: an LFS
+    file's sha256, any other file's git blob id."""
+    repo = str(item["repo"])
+    dataset = item.get("repo_type") == "dataset"
+    kinds, prefix = ("datasets", "datasets/") if dataset else ("models", "")
+    endpoint, auth = hf_endpoint(item, env), hf_headers(env)
+    sha = str(item.get("revision") or "")
+    if not _is_commit(sha):
+        sha = hf_commit(item, env, name)
+    entry = os.path.join(cache_dir, "hf", kinds, *repo.lower().split("/"), sha)
+    with _Lock(entry, lambda: log(f"input '{name}': waiting for another fetch of it")):
+        if _complete(entry):
+            log(f"input '{name}': {repo}@{sha[:12]} is cached ({entry})")
+            return Fetched(name, entry, 0, True)
+        files = _hf_tree(
+            f"{endpoint}/api/{kinds}/{repo}/tree/{sha}?recursive=true", auth, name, repo
+        )
+        work = _fresh_work_dir(entry)
+        log(f"input '{name}': downloading {len(files)} file(s) of {repo}@{sha[:12]}")
+        total = sent = 0
+        for f in files:
+            path = str(f["path"])
+            target = _inside(work, path, name, repo)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            url = f"{endpoint}/{prefix}{repo}/resolve/{sha}/{urllib.parse.quote(path)}"
+            digest, size, got = _download(name, url, auth, target + ".part")
+            lfs = f.get("lfs")
+            if isinstance(lfs, dict):
+                want, have = str(cast("dict[str, Any]", lfs).get("oid", "")), digest
+            else:
+                want, have = str(f.get("oid", "")), _git_blob_id(target + ".part", size)
+            if want != have:
+                os.remove(target + ".part")
+                raise FetchError(
+                    f"input '{name}': {repo}/{path} arrived with hash {have}, the Hub lists "
+                    f"{want}; nothing of it was used"
+                )
+            os.replace(target + ".part", target)
+            total, sent = total + size, sent + got
+        _seal(work, entry, {"hf": repo, "sha": sha, "size": total})
+        log(f"input '{name}': {repo}@{sha[:12]}, {len(files)} file(s), {total} bytes")
+        return Fetched(name, entry, sent, False)
+
+
+def _is_commit(revision: str) -> bool:
+    """A full commit id (40 hex digits): immutable, so nothing to ask the Hub."""
+    try:
+        int(revision, 16)
+    except ValueError:
+        return False
+    return len(revision) == 40 and revision == revision.lower()
+
+
+def _hf_tree(url: str, auth: dict[str, str], name: str, repo: str) -> list[dict[str, Any]]:
+    """The repository's files at a commit; the Hub pages long listings (a Link: next header)."""
+    files: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url:
+        page, link = _get_json_page(next_url, auth, name, repo)
+        if not isinstance(page, list):
+            raise FetchError(f"input '{name}': the Hub's file list of {repo} is not a list")
+        for entry in cast("list[Any]", page):
+            if isinstance(entry, dict) and cast("dict[str, Any]", entry).get("type") == "file":
+                files.append(cast("dict[str, Any]", entry))
+        next_url = _next_link(link)
+    return files
+
+
+def _next_link(header: str | None) -> str | None:
+    for part in (header or "").split(","):
+        if 'rel="next"' in part and "<" in part:
+            return part[part.index("<") + 1 : part.index(">")]
+    return None
+
+
+def _git_blob_id(path: str, size: int) -> str:
+    h = hashlib.sha1(f"blob {size}\0".encode())  # noqa: S324 - git's id, not a security hash
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _get_json(url: str, headers: dict[str, str], name: str, repo: str) -> Any:
+    return _get_json_page(url, headers, name, repo)[0]
+
+
+def _get_json_page(
+    url: str, headers: dict[str, str], name: str, repo: str
+) -> tuple[Any, str | None]:
+    req = urllib.request.Request(url, headers=dict(headers, Accept="application/json"))
+    for attempt in range(RETRIES + 1):
+        try:
+            with _opener().open(req, timeout=TIMEOUT_S) as resp:
+                return json.loads(resp.read() or b"null"), resp.headers.get("Link")
+        except urllib.error.HTTPError as e:
+            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+                time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
+                continue
+            if e.code in (401, 403):
+                why = "is private or gated: set HF_TOKEN to a token with access"
+            elif e.code == 404:
+                why = "does not exist (or is private: set HF_TOKEN), or has no such revision"
+            else:
+                why = f"answered HTTP {e.code}"
+            raise FetchError(f"input '{name}': the Hub repository {repo} {why}") from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            if attempt < RETRIES:
+                time.sleep(_backoff(attempt, None))
+                continue
+            raise FetchError(f"input '{name}': the Hub did not answer ({e})") from e
+    raise AssertionError("unreachable")
+
+
+class _DropAuthElsewhere(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but a credential never goes to another host (a CDN, a signed URL)."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if (
+            new is not None
+            and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
+        ):
+            for key in ("Authorization", "authorization"):
+                new.headers.pop(key, None)
+                new.unredirected_hdrs.pop(key, None)
+        return new
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_DropAuthElsewhere)
+
+
 # ---- the download loop ----------------------------------------------------------------------
 
 
@@ -388,7 +563,7 @@ def _download(name: str, url: str, headers: dict[str, str], part: str) -> tuple[
         if have:
             req.add_header("Range", f"bytes={have}-")
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            with _opener().open(req, timeout=TIMEOUT_S) as resp:
                 if have and resp.status != 206:  # the server ignored Range: start over
                     digest, have = hashlib.sha256(), 0
                 total = resp.headers.get("Content-Length")

@@ -28,6 +28,7 @@ from launcher.spec_base import (
     EnvName,
     FolderName,
     GpuName,
+    HfRepo,
     HttpUrl,
     ImageName,
     KaggleRef,
@@ -96,6 +97,21 @@ class InputSpec(StrictModel):
         str | None,
         Field(min_length=1, description="A local folder, relative to the project root."),
     ] = None
+    hf: Annotated[
+        HfRepo | None,
+        Field(
+            description="A Hugging Face Hub repository: org/name (a model) or "
+            "datasets/org/name; every file of it lands under the folder."
+        ),
+    ] = None
+    revision: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            description="The hf repository's branch, tag or commit (default: main); the run "
+            "pins the commit it points at when it starts.",
+        ),
+    ] = None
     url: Annotated[
         HttpUrl | None,
         Field(description="A file to download (http or https); lands as <as>/<file name>."),
@@ -122,11 +138,14 @@ class InputSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> InputSpec:
-        sources = [s for s in (self.kaggle, self.path, self.url) if s is not None]
+        sources = [s for s in (self.kaggle, self.path, self.url, self.hf) if s is not None]
         if len(sources) != 1:
             raise spec_error(
-                "an input has exactly one of `kaggle: owner/slug`, `path: dir` or `url: https://...`"
+                "an input has exactly one of `kaggle: owner/slug`, `path: dir`, "
+                "`url: https://...` or `hf: org/name`"
             )
+        if self.revision is not None and self.hf is None:
+            raise spec_error("`revision:` is for an `hf:` input; this input has no hf")
         if self.sha256 is not None and self.url is None:
             raise spec_error("`sha256:` checks a `url:` input; this input has no url")
         if self.unpack and self.url is None:
@@ -138,7 +157,7 @@ class InputSpec(StrictModel):
                 stem = url_file_name(self.url).split(".", 1)[0]
                 self.name = _FOLDER_UNSAFE.sub("-", stem).strip("-.") or "input"
             else:
-                source = self.kaggle or self.path or ""
+                source = self.kaggle or self.path or self.hf or ""
                 self.name = Path(source.rstrip("/")).name or "input"
         return self
 
@@ -149,6 +168,8 @@ class InputSpec(StrictModel):
             return f"kaggle:{self.kaggle}"
         if self.path is not None:
             return f"path:{self.path}"
+        if self.hf is not None:
+            return f"hf:{self.hf}" + (f"@{self.revision}" if self.revision else "")
         return f"url:{self.url}"
 
 

@@ -172,6 +172,13 @@ KaggleRef = Annotated[
     str, _Matches(r"^[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*$", "expected owner/dataset-slug")
 ]
 GpuName = Annotated[str, AfterValidator(_gpu_name)]
+HfRepo = Annotated[
+    str,
+    _Matches(
+        r"^(datasets/|models/)?[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$",
+        "expected a Hub repository: org/name, or datasets/org/name",
+    ),
+]
 HttpUrl = Annotated[
     str, _Matches(r"^https?://[^/\s]+(/\S*)?$", "expected an http:// or https:// address")
 ]

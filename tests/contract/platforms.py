@@ -27,7 +27,8 @@ from launcher.sim.kaggle.runner import INSTANCE_LABEL
 from launcher.sim.vast import VastSim
 from launcher.store import RunStore
 
-KAGGLE_USER, KAGGLE_KEY = "alice", "0123456789abcdef"
+# a key no file of the project holds by chance, so a leak search for it means something
+KAGGLE_USER, KAGGLE_KEY = "alice", "kgl-contract-key-5e1d09a7c3"
 
 
 @dataclass

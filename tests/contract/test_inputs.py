@@ -271,3 +271,37 @@ def test_a_local_folder_goes_to_kaggle_as_a_private_dataset_versioned_only_when_
     changed, _ = run()
     assert changed["rwf2000/labels.csv"] == hashlib.sha256(b"a,1\nb,0\n").hexdigest()
     assert versions() == 2
+
+
+@pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle", "colab"], indirect=True)
+def test_a_hub_repository_input_arrives_pinned_and_checked_on_every_target(
+    platform: Platform, project: Path, request: pytest.FixtureRequest
+) -> None:
+    from tests.hub import Hub
+
+    hub = Hub()
+    files = {"config.json": b'{"dim": 8}\n', "model.safetensors": bytes(range(256)) * 20}
+    hub.put("org/tiny-t2v", files)
+    try:
+        for port in (int(hub.url.rsplit(":", 1)[1]), int(hub.cdn_url.rsplit(":", 1)[1])):
+            if platform.name == "vast":
+                request.getfixturevalue("contract_vast").allow_egress(port)
+            if platform.name == "kaggle":
+                request.getfixturevalue("contract_kaggle").allow_egress(port)
+        project = reader_project(project)
+        inputs = "inputs=[{hf: org/tiny-t2v, as: rwf2000}]"  # the reader lists rwf2000/
+        proc = subprocess.run(
+            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
+            cwd=project, env=dict(platform.env, HF_ENDPOINT=hub.url),
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
+            -1:
+        ]
+        got = json.loads((run_dir / "outputs" / "inputs.json").read_text())
+        assert got == {f"rwf2000/{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
+        assert hub.sent == sum(len(v) for v in files.values())  # each byte once
+        assert hub.cdn_refused_auth == 0
+    finally:
+        hub.close()

@@ -267,11 +267,15 @@ class ColabSim:
 
     def kernel_env(self, info: SessionInfo, secrets_file: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LAUNCH_", "COLAB_"))}
+        env.pop("XDG_CACHE_HOME", None)
         root = Path(info.folder) / "content"
         root.mkdir(parents=True, exist_ok=True)
+        home = Path(info.folder) / "root"  # a session is a fresh VM: its own home and caches
+        home.mkdir(parents=True, exist_ok=True)
         bindir = str(Path(self.python).parent)
         path = os.pathsep.join(p for p in (str(RUNTIME_PATH), env.get("PYTHONPATH", "")) if p)
         env.update(
+            HOME=str(home),
             PYTHONPATH=path,
             PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
             COLAB_SIM_ROOT=str(root),

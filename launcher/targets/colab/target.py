@@ -104,6 +104,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
     input_ways: ClassVar[InputWays] = InputWays(
         url=(Way.FETCH_THERE,),
         kaggle=(Way.FETCH_THERE,),
+        hf=(Way.FETCH_THERE,),
         why_not={
             "path": "put small data in the workload folder, or publish the folder and give "
             "its `url:` (Drive uploads of inputs are not built yet)",

@@ -35,7 +35,7 @@ def make_plan(
     hours = spec.limits.max_hours
     notes: list[str] = [f"session cap {opts.session_hours:g} h (the job checkpoints before it)"]
     problems: list[str] = []
-    urls = [str(i.name) for i in spec.inputs if i.url is not None]
+    urls = [str(i.name) for i in spec.inputs if i.url is not None or i.hf is not None]
     if urls and not opts.internet:
         problems.append(
             f"input(s) {', '.join(urls)} are downloaded by the kernel, which has no internet: "

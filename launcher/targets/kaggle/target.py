@@ -94,7 +94,10 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
     # Kaggle datasets are the kernel's own dataset sources, a local folder becomes a private one;
     # a URL the kernel downloads itself
     input_ways: ClassVar[InputWays] = InputWays(
-        kaggle=(Way.PLATFORM,), path=(Way.PRIVATE_DATASET,), url=(Way.FETCH_THERE,)
+        kaggle=(Way.PLATFORM,),
+        path=(Way.PRIVATE_DATASET,),
+        url=(Way.FETCH_THERE,),
+        hf=(Way.FETCH_THERE,),
     )
 
     def __init__(

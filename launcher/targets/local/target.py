@@ -82,7 +82,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
     handle_model: ClassVar[type[Handle]] = LocalHandle
     # this machine downloads a dataset or a URL once into its input cache, then mounts it
     input_ways: ClassVar[InputWays] = InputWays(
-        path=(Way.MOUNT,), kaggle=(Way.FETCH_HERE,), url=(Way.FETCH_HERE,)
+        path=(Way.MOUNT,), kaggle=(Way.FETCH_HERE,), url=(Way.FETCH_HERE,), hf=(Way.FETCH_HERE,)
     )
 
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:

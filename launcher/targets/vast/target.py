@@ -97,7 +97,10 @@ class VastTarget(Target[VastPrepared, VastHandle]):
     stray_kind: ClassVar[str] = "instance"
     # an instance has the internet: it downloads datasets and URLs itself, faster than here
     input_ways: ClassVar[InputWays] = InputWays(
-        path=(Way.UPLOAD,), kaggle=(Way.FETCH_THERE,), url=(Way.FETCH_THERE,)
+        path=(Way.UPLOAD,),
+        kaggle=(Way.FETCH_THERE,),
+        url=(Way.FETCH_THERE,),
+        hf=(Way.FETCH_THERE,),
     )
 
     def __init__(
