@@ -15,6 +15,7 @@ The ways:
 - PLATFORM: the platform's own mechanism (Kaggle datasets as the kernel's dataset sources).
 - PRIVATE_DATASET: a local folder packed once per content and uploaded as a private Kaggle
   dataset, a new version only when the content changed; the kernel unpacks it.
+- DRIVE: the same pack, uploaded once to the user's Drive for a Colab notebook to unpack.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Way(str, Enum):
     FETCH_THERE = "fetch_there"
     PLATFORM = "platform"
     PRIVATE_DATASET = "private_dataset"
+    DRIVE = "drive"
 
 
 class InputWays(BaseModel):
@@ -110,6 +112,8 @@ class Delivery(BaseModel):
             Way.PLATFORM: "attached by the platform (a Kaggle dataset source)",
             Way.PRIVATE_DATASET: "uploaded as a private Kaggle dataset (a new version only "
             "when it changed)",
+            Way.DRIVE: "uploaded once to your Drive (My Drive/launch/inputs), reused while "
+            "unchanged; the notebook unpacks it",
         }[self.way]
         return f"{self.name} <- {self.source}: {how}{size}"
 
@@ -330,6 +334,49 @@ def fetch_here(deliveries: list[Delivery], notify: Callable[[str], None]) -> dic
             raise SubmitError(str(e)) from e
         found[d.name] = got.path
     return found
+
+
+class PackedFolder(BaseModel):
+    """A local input folder as a tar.gz named after its content, kept under home/inputs."""
+
+    archive: Path
+    file: str  # input-<content digest>.tar.gz
+    sha256: str  # of the archive: what a machine checks before it unpacks
+
+
+def pack_folder(home: Path, folder: Path) -> PackedFolder:
+    """`folder` as a tar.gz built once per content: the same content gives the same name and the
+    same bytes on any machine, so a platform copy named after it can be reused by any run."""
+    from launcher.sync import sha256_file
+
+    file = f"input-{tree_digest(folder)[:16]}.tar.gz"
+    archive = home / "inputs" / file
+    if not archive.exists():
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tmp = archive.with_name(f".{file}.{os.getpid()}.tmp")
+        _deterministic_tar_gz(folder, tmp)
+        os.replace(tmp, archive)
+    return PackedFolder(archive=archive, file=file, sha256=sha256_file(archive))
+
+
+def _deterministic_tar_gz(folder: Path, dest: Path) -> None:
+    """The folder's files (links followed) as a tar.gz that is byte-identical for the same
+    content on any machine: sorted names, no mtimes, owners or gzip timestamp."""
+    import gzip
+    import tarfile
+
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    with (
+        dest.open("wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf,
+    ):
+        for p in files:
+            info = tarfile.TarInfo(p.name if p == folder else p.relative_to(folder).as_posix())
+            info.size = p.stat().st_size
+            info.mode = 0o644
+            with p.open("rb") as src:
+                tf.addfile(info, src)
 
 
 def tree_digest(path: Path) -> str:

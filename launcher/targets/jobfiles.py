@@ -75,7 +75,8 @@ def job_inputs(spec: JobSpec, target: type[Target[Any, Any]], notify: Notify) ->
     res.raise_problems()
     pin_versions(res)  # every attempt, on any machine, gets the dataset version of this run
     local = {
-        d.name: str(d.local_path) for d in res.with_way(Way.MOUNT, Way.UPLOAD, Way.PRIVATE_DATASET)
+        d.name: str(d.local_path)
+        for d in res.with_way(Way.MOUNT, Way.UPLOAD, Way.PRIVATE_DATASET, Way.DRIVE)
     }
     local.update(fetch_here(res.with_way(Way.FETCH_HERE), notify))
     there = [d.fetch for d in res.with_way(Way.FETCH_THERE) if d.fetch is not None]

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from launcher.sim.colab import ColabSim
+from launcher.sim.drive import DriveSim
 from launcher.sim.kaggle import KaggleSim
 from launcher.sim.vast import VastSim
 from tests.conftest import launch_cmd
@@ -305,3 +306,38 @@ def test_a_hub_repository_input_arrives_pinned_and_checked_on_every_target(
         assert hub.cdn_refused_auth == 0
     finally:
         hub.close()
+
+
+@pytest.mark.parametrize("platform", ["colab"], indirect=True)
+def test_a_local_folder_reaches_colab_through_drive_uploaded_once(
+    platform: Platform, project: Path, contract_drive: DriveSim
+) -> None:
+    project = reader_project(project)
+    data = project / "data" / "clips"
+    (data / "fight").mkdir(parents=True)
+    (data / "fight" / "a.txt").write_text("punch\n")
+    inputs = "inputs=[{path: data/clips, as: rwf2000}]"
+
+    def run() -> tuple[dict[str, str], str]:
+        proc = subprocess.run(
+            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
+            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
+            -1:
+        ]
+        return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc.stderr
+
+    def packs() -> list[str]:
+        return sorted(
+            f.title for f in contract_drive.files(trashed=False) if f.title.startswith("input-")
+        )
+
+    first, err = run()
+    assert first == {"rwf2000/fight/a.txt": hashlib.sha256(b"punch\n").hexdigest()}
+    assert "uploaded input 'rwf2000' to My Drive/launch/inputs/" in err
+    assert len(packs()) == 1
+    again, err = run()
+    assert again == first and len(packs()) == 1
+    assert "input 'rwf2000' unchanged: reusing" in err

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from launcher.targets.base import Handle, Prepared
 
 ROOT_TITLE = "launch"
+INPUTS_TITLE = "inputs"  # My Drive/launch/inputs: packed input folders, kept for later runs
 RUN_DIR = "run"  # the agent's workspace, as the notebook copies it to Drive
 JOB_FILE = "job.json"
 CONTROL_FILE = "control.json"
@@ -72,6 +73,8 @@ class NotebookJob(BaseModel):
     safety_s: float  # the notebook's own start and the last copy to Drive fit in the session
     sync_s: float
     lost_after_s: float = 600.0  # the folder gone this long: the run ended, the job stops
+    # local input folders, packed: (as, file in My Drive/launch/inputs, sha256), unpacked first
+    packed: list[tuple[str, str, str]] = Field(default_factory=list[tuple[str, str, str]])
 
 
 class SessionJob(NotebookJob):
@@ -98,9 +101,17 @@ class NotebookConfig(BaseModel):
     session_s: float = 12 * 3600.0
 
 
+class PackedDriveInput(BaseModel):
+    name: str
+    archive: str  # here
+    file: str  # its title in My Drive/launch/inputs (named after the content)
+    sha256: str
+
+
 class ColabPrepared(Prepared):
     job: str
     notebook: NotebookJob
+    packed: list[PackedDriveInput] = Field(default_factory=list[PackedDriveInput])
     gpu: str | None = None  # None: a CPU runtime
     keep: bool = False
     lost_after_s: float = 600.0

@@ -378,6 +378,17 @@ def main():
         say("session %d of run %s: staging the job" % (NOTEBOOK["session"], NOTEBOOK["run_id"]))
         unpack(os.path.join(folder, "bundle.tar.gz"), CONFIG["bundle_sha256"], BUNDLE,
                "the bundle")
+        for name, file, digest in CONFIG.get("packed") or []:  # local input folders
+            src = os.path.join(os.path.dirname(folder), "inputs", file)
+            deadline = time.time() + 120  # the mount may show a new file a little late
+            while not os.path.exists(src) and time.time() < deadline:
+                time.sleep(2)
+            if not os.path.exists(src):
+                fail(2, "input '%s' is not in your Drive (My Drive/launch/inputs/%s): it may "
+                        "have been deleted; run the job again to upload it" % (name, file))
+            dest = os.path.join(WORK, "inputs", name)
+            os.makedirs(dest, exist_ok=True)
+            unpack(src, digest, dest, "input '%s' (My Drive/launch/inputs/%s)" % (name, file))
         if CONFIG.get("state_sha256"):
             state = os.path.join(folder, "state.tar.gz")
             unpack(state, CONFIG["state_sha256"], WORK, "the state to resume from")

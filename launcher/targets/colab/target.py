@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from launcher import agent as agent_mod
 from launcher.attempts import state_archive
 from launcher.errors import TargetError, TargetUnavailableError
-from launcher.inputs import InputWays, Way
+from launcher.inputs import InputWays, Way, pack_folder
 from launcher.sync import PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -62,6 +62,7 @@ from launcher.targets.colab.handle import (
     ColabPrepared,
     NotebookConfig,
     NotebookJob,
+    PackedDriveInput,
     SessionJob,
 )
 from launcher.targets.colab.notebook import notebook_json
@@ -105,10 +106,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         url=(Way.FETCH_THERE,),
         kaggle=(Way.FETCH_THERE,),
         hf=(Way.FETCH_THERE,),
-        why_not={
-            "path": "put small data in the workload folder, or publish the folder and give "
-            "its `url:` (Drive uploads of inputs are not built yet)",
-        },
+        path=(Way.DRIVE,),
         kaggle_credentials_there="the notebook downloads Kaggle inputs with the Colab secrets "
         "KAGGLE_USERNAME and KAGGLE_KEY (your kaggle.json's username and key): add both in "
         "Colab's Secrets panel (the key icon) and give the notebook access",
@@ -164,6 +162,12 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         inputs = job_inputs(spec, type(self), self.notify)
         lowered = check_job(spec, opts, self.home, self.notify)
         bundle = job_bundle(spec, self.home, self.notify)
+        packed: list[PackedDriveInput] = []
+        for name, folder in inputs.local.items():
+            p = pack_folder(self.home, Path(folder))
+            packed.append(
+                PackedDriveInput(name=name, archive=str(p.archive), file=p.file, sha256=p.sha256)
+            )
         session_s = opts.session_hours * 3600
         return ColabPrepared(
             run_id=run_id,
@@ -184,7 +188,9 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
                 safety_s=min(600.0, max(1.0, 0.1 * session_s)),
                 sync_s=opts.sync_seconds,
                 lost_after_s=opts.lost_after_minutes * 60,
+                packed=[(p.name, p.file, p.sha256) for p in packed],
             ),
+            packed=packed,
             gpu=opts.gpu if spec.resources.gpu.count > 0 else None,
             keep=opts.keep,
             lost_after_s=opts.lost_after_minutes * 60,
@@ -249,6 +255,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             gpu=prepared.gpu,
         )
         drive.upload(folder, names.BUNDLE_FILE, prepared.bundle_path, "application/gzip")
+        self._upload_inputs(prepared, root, ledger)
         job_json = job.model_dump_json(indent=1).encode()
         drive.upload(folder, names.JOB_FILE, job_json, "application/json")
         control = drive.upload(folder, names.CONTROL_FILE, _control("run"), "application/json")
@@ -283,6 +290,28 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
             open_within_s=prepared.open_within_s,
             keep=prepared.keep,
         )
+
+    def _upload_inputs(self, prepared: ColabPrepared, root: str, ledger: Ledger) -> None:
+        """Each packed input folder into My Drive/launch/inputs, unless a file of that name (the
+        content's digest) and size is there already: a cache later runs reuse, kept on Drive."""
+        if not prepared.packed:
+            return
+        drive = self.drive
+        found = [f for f in drive.children(root, title=names.INPUTS_TITLE) if f.is_folder]
+        if found:
+            box = min(found, key=lambda f: (f.modified_ns, f.id)).id
+        else:
+            box = drive.create_folder(names.INPUTS_TITLE, root, "input folders of `launch`")
+        for p in prepared.packed:
+            size = Path(p.archive).stat().st_size
+            have = [f for f in drive.children(box, title=p.file) if not f.trashed]
+            if any(f.size == size for f in have):
+                self.notify(f"input '{p.name}' unchanged: reusing {p.file} in your Drive")
+                continue
+            ticket = ledger.intent("input", p.file, {"shared": True, "parent": box})
+            sent = drive.upload(box, p.file, Path(p.archive), "application/gzip")
+            ledger.created(ticket, native_id=sent.id)
+            self.notify(f"uploaded input '{p.name}' to My Drive/launch/inputs/{p.file}")
 
     def describe(self, handle: ColabHandle) -> str:
         return f"Colab session {handle.attempt}: {handle.link}"
@@ -354,6 +383,8 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         self.watch.forget(h)
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
+        if kind == "input":
+            return  # a packed input in My Drive/launch/inputs: a cache later runs reuse
         if kind != "folder":
             self.notify(f"colab: nothing to release for a {kind} ({native_id})")
             return

@@ -11,16 +11,12 @@ per content and kept like the bundle: a new version only when the folder changed
 
 from __future__ import annotations
 
-import gzip
-import os
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from launcher.errors import TargetError
-from launcher.inputs import tree_digest
-from launcher.sync import sha256_file
+from launcher.inputs import pack_folder
 from launcher.targets.base import Ledger
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient
@@ -77,41 +73,16 @@ def ensure_dataset(
     return f"{ref}/versions/{_ready_version(client, owner, slug)}"
 
 
-def _deterministic_tar_gz(folder: Path, dest: Path) -> None:
-    """The folder's files (links followed) as a tar.gz that is byte-identical for the same
-    content on any machine: sorted names, no mtimes, owners or gzip timestamp. So the archive's
-    sha256, which the kernel checks, follows from the content the file is named after."""
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
-    with (
-        dest.open("wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf,
-    ):
-        for p in files:
-            info = tarfile.TarInfo(p.name if p == folder else p.relative_to(folder).as_posix())
-            info.size = p.stat().st_size
-            info.mode = 0o644
-            with p.open("rb") as src:
-                tf.addfile(info, src)
-
-
 def pack_input(home: Path, job: str, name: str, folder: Path) -> PackedInput:
-    """`folder` as a tar.gz named after its content (built once per content, kept under
-    home/kaggle/inputs), for the private dataset that carries it to the kernel."""
-    digest = tree_digest(folder)
-    file = f"input-{digest[:16]}.tar.gz"
-    archive = home / "kaggle" / "inputs" / file
-    if not archive.exists():
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        tmp = archive.with_name(f".{file}.{os.getpid()}.tmp")
-        _deterministic_tar_gz(folder, tmp)
-        os.replace(tmp, archive)
+    """`folder` packed once per content (launcher/inputs.py), for the private dataset that
+    carries it to the kernel."""
+    packed = pack_folder(home, folder)
     return PackedInput(
         name=name,
         slug=names.input_slug(job, name),
-        archive=str(archive),
-        file=file,
-        sha256=sha256_file(archive),
+        archive=str(packed.archive),
+        file=packed.file,
+        sha256=packed.sha256,
     )
 
 
