@@ -171,6 +171,8 @@ class Config:
         self.input_cache = os.path.expanduser(_string(d, "input_cache", default_cache))
         # credentials only the fetch needs: the workload's environment does not get them
         self.fetch_only_env = _string_list(d.get("fetch_only_env"), "fetch_only_env")
+        # where they wait for the agent (a 0600 JSON file it reads and deletes)
+        self.fetch_env_file = os.path.join(root, _string(d, "fetch_env_file", FETCH_ENV_FILE))
 
 
 def _object_list(value: object, key: str) -> list[dict[str, Any]]:
@@ -434,7 +436,7 @@ class Agent:
         return self._finish(code)
 
     def _take_fetch_env(self) -> dict[str, str]:
-        path = os.path.join(self.root, FETCH_ENV_FILE)
+        path = self.cfg.fetch_env_file
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)

@@ -60,6 +60,8 @@ class InputWays(BaseModel):
     # where a machine that downloads a Kaggle dataset itself reads the credentials, when not
     # from here (Colab: its Secrets panel); "" = passed from here at run time
     kaggle_credentials_there: str = ""
+    # where a machine reads other secrets by name (HF_TOKEN), when not passed from here
+    secrets_there: str = ""
 
     def first(self, kind: Kind) -> Way | None:
         ways: tuple[Way, ...] = getattr(self, kind)
@@ -178,6 +180,10 @@ def resolve(spec: JobSpec, ways: InputWays, target: str) -> Resolution:
     hf_there = any(d.kind == "hf" and d.way is Way.FETCH_THERE for d in out.deliveries)
     if hf_there and os.environ.get("HF_TOKEN"):  # private or gated repositories
         out.secrets.append("HF_TOKEN")
+        if ways.secrets_there:
+            out.hints.append(
+                f"a private Hub repository is read with HF_TOKEN from {ways.secrets_there}"
+            )
     if needs_kaggle_there and ways.kaggle_credentials_there:
         out.secrets.extend(["KAGGLE_USERNAME", "KAGGLE_KEY"])  # read there, by name
         out.hints.append(ways.kaggle_credentials_there)
@@ -193,14 +199,15 @@ def pin_versions(res: Resolution) -> None:
     published mid-run is for the next run), and a cached version needs no question."""
     from launcher import launch_fetch
 
-    for d in res.deliveries:  # a Hub repository: its revision becomes the commit it is at now
-        if d.fetch is not None and d.kind == "hf":
+    fetched = res.with_way(Way.FETCH_HERE, Way.FETCH_THERE)
+    for d in fetched:  # a Hub repository: its revision becomes the commit it is at now
+        if d.fetch is not None and d.kind == "hf" and not launch_fetch.is_commit(d.fetch.revision):
             try:
                 commit = launch_fetch.hf_commit(d.fetch.as_json(), os.environ, d.name)
             except launch_fetch.FetchError as e:
                 raise TargetUnavailableError(str(e)) from e
             d.fetch.revision = commit
-    todo = [d for d in res.deliveries if d.fetch and d.kind == "kaggle" and not d.fetch.version]
+    todo = [d for d in fetched if d.fetch and d.kind == "kaggle" and not d.fetch.version]
     if not todo:
         return
     try:

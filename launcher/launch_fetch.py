@@ -29,6 +29,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -160,7 +161,7 @@ def url_cache_key(url: str, sha256: str | None, unpack: bool = False) -> str:
         else "u-" + hashlib.sha256(url.encode()).hexdigest()[:32]
     )
     # the file keeps its name inside the entry, so two names of one content are two entries
-    return f"url/{key}-{'unpacked' if unpack else url_file_name(url)}"
+    return f"url/{key}/{'unpacked' if unpack else 'file-' + url_file_name(url)}"
 
 
 def _fetch_url(
@@ -417,7 +418,7 @@ def _fetch_hf(
     kinds, prefix = ("datasets", "datasets/") if dataset else ("models", "")
     endpoint, auth = hf_endpoint(item, env), hf_headers(env)
     sha = str(item.get("revision") or "")
-    if not _is_commit(sha):
+    if not is_commit(sha):
         sha = hf_commit(item, env, name)
     entry = os.path.join(cache_dir, "hf", kinds, *repo.lower().split("/"), sha)
     with _Lock(entry, lambda: log(f"input '{name}': waiting for another fetch of it")):
@@ -435,32 +436,32 @@ def _fetch_hf(
             target = _inside(work, path, name, repo)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             url = f"{endpoint}/{prefix}{repo}/resolve/{sha}/{urllib.parse.quote(path)}"
-            digest, size, got = _download(name, url, auth, target + ".part")
+            # parts live beside the entry, so an interrupted fetch resumes where it stopped
+            part = os.path.join(entry + ".parts", str(f.get("oid") or path.replace("/", "_")))
+            os.makedirs(os.path.dirname(part), exist_ok=True)
+            digest, size, got = _download(name, url, auth, part)
             lfs = f.get("lfs")
             if isinstance(lfs, dict):
                 want, have = str(cast("dict[str, Any]", lfs).get("oid", "")), digest
             else:
-                want, have = str(f.get("oid", "")), _git_blob_id(target + ".part", size)
+                want, have = str(f.get("oid", "")), _git_blob_id(part, size)
             if want != have:
-                os.remove(target + ".part")
+                os.remove(part)
                 raise FetchError(
                     f"input '{name}': {repo}/{path} arrived with hash {have}, the Hub lists "
                     f"{want}; nothing of it was used"
                 )
-            os.replace(target + ".part", target)
+            os.replace(part, target)
             total, sent = total + size, sent + got
         _seal(work, entry, {"hf": repo, "sha": sha, "size": total})
+        shutil.rmtree(entry + ".parts", ignore_errors=True)
         log(f"input '{name}': {repo}@{sha[:12]}, {len(files)} file(s), {total} bytes")
         return Fetched(name, entry, sent, False)
 
 
-def _is_commit(revision: str) -> bool:
-    """A full commit id (40 hex digits): immutable, so nothing to ask the Hub."""
-    try:
-        int(revision, 16)
-    except ValueError:
-        return False
-    return len(revision) == 40 and revision == revision.lower()
+def is_commit(revision: str | None) -> bool:
+    """A full commit id (40 lowercase hex digits): immutable, so nothing to ask the Hub."""
+    return bool(revision) and re.fullmatch(r"[0-9a-f]{40}", str(revision)) is not None
 
 
 def _hf_tree(url: str, auth: dict[str, str], name: str, repo: str) -> list[dict[str, Any]]:
@@ -626,20 +627,20 @@ def _read_only(root: str) -> None:
 
 
 def _rmtree(path: str) -> None:
-    """Remove a folder, read-only parts included; silent when it is not there."""
-
-    def writable(func: Any, p: str, _exc: Any) -> None:
-        os.chmod(os.path.dirname(p), 0o755)
-        if os.path.isdir(p) and not os.path.islink(p):
-            os.chmod(p, 0o755)
-        func(p)
-
-    if os.path.lexists(path):
-        for folder, dirs, _files in os.walk(path):
-            for d in dirs:
-                os.chmod(os.path.join(folder, d), 0o755)
-        os.chmod(path, 0o755)
-        shutil.rmtree(path, onerror=writable)
+    """Remove a folder, read-only parts included (never following a link); silent when it is
+    not there."""
+    if os.path.islink(path):
+        os.remove(path)
+        return
+    if not os.path.lexists(path):
+        return
+    os.chmod(path, 0o755)
+    for folder, dirs, _files in os.walk(path):  # does not descend into links
+        for d in dirs:
+            sub = os.path.join(folder, d)
+            if not os.path.islink(sub):
+                os.chmod(sub, 0o755)
+    shutil.rmtree(path)
 
 
 def _fresh_work_dir(entry: str) -> str:

@@ -70,7 +70,7 @@ def outcome(
     if st.phase is Phase.DONE:
         return RunStatus.SUCCEEDED, None, ""
     if st.phase is Phase.FAILED:  # it failed on its own, whatever was asked meanwhile
-        if st.exit_code == EXIT_NO_INPUT:  # the agent could not fetch an input
+        if st.exit_code == EXIT_NO_INPUT and st.message.startswith("input '"):  # not the job's 66
             return RunStatus.FAILED, FailureReason.INPUT_FAILED, st.message
         return RunStatus.FAILED, FailureReason.WORKLOAD_EXITED_NONZERO, st.message
     if record.stop_reason is not None:

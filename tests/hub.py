@@ -50,6 +50,10 @@ class Hub:
         self.blobs: dict[str, bytes] = {}  # sha256 -> content, for the CDN
         self.sent = 0
         self.cdn_refused_auth = 0
+        self.api_calls: list[str] = []  # "GET /api/..." as asked
+        self.page_size = (
+            2  # tree listings come in pages (a Link: rel="next" header), as on the Hub
+        )
         self._lock = threading.Lock()
         self.api = self._server(self._api_handler())
         self.cdn = self._server(self._cdn_handler())
@@ -117,6 +121,8 @@ class Hub:
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
                 segs = [unquote(s) for s in parts.path.strip("/").split("/")]
+                if segs[:1] == ["api"]:
+                    hub.api_calls.append(f"{self.command} {self.path}")
                 if segs[:1] == ["api"] and len(segs) >= 6 and segs[4] in ("revision", "tree"):
                     kinds, repo, what, rev = segs[1], f"{segs[2]}/{segs[3]}", segs[4], segs[5]
                     r = self._repo(kinds, repo)
@@ -132,7 +138,17 @@ class Hub:
                             "siblings": [{"rfilename": p} for p in sorted(r.files)],
                         })  # fmt: skip
                         return
-                    self._json(200, self._tree(r, "/".join(segs[6:])))
+                    tree = self._tree(r, "/".join(segs[6:]))
+                    query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+                    start = int(query.get("cursor", "0"))
+                    page = tree[start : start + hub.page_size]
+                    headers: dict[str, str] = {}
+                    if start + hub.page_size < len(tree):
+                        nxt = (
+                            f"{hub.url}{parts.path}?recursive=true&cursor={start + hub.page_size}"
+                        )
+                        headers["Link"] = f'<{nxt}>; rel="next"'
+                    self._json(200, page, headers)
                     return
                 self._resolve(segs)
 

@@ -275,25 +275,31 @@ def test_a_local_folder_goes_to_kaggle_as_a_private_dataset_versioned_only_when_
 
 
 @pytest.mark.parametrize("platform", ["local-process", "vast", "kaggle", "colab"], indirect=True)
-def test_a_hub_repository_input_arrives_pinned_and_checked_on_every_target(
+def test_a_private_hub_repository_arrives_checked_on_every_target_with_its_token_kept(
     platform: Platform, project: Path, request: pytest.FixtureRequest
 ) -> None:
     from tests.hub import Hub
 
-    hub = Hub()
+    hub = Hub(token="hf_contract_token_3b8e41f0")
     files = {"config.json": b'{"dim": 8}\n', "model.safetensors": bytes(range(256)) * 20}
-    hub.put("org/tiny-t2v", files)
+    hub.put("org/tiny-t2v", files, private=True)
     try:
         for port in (int(hub.url.rsplit(":", 1)[1]), int(hub.cdn_url.rsplit(":", 1)[1])):
             if platform.name == "vast":
                 request.getfixturevalue("contract_vast").allow_egress(port)
             if platform.name == "kaggle":
                 request.getfixturevalue("contract_kaggle").allow_egress(port)
+        if platform.name == "kaggle":  # the user's Kaggle secret, attached to the kernel
+            kaggle: KaggleSim = request.getfixturevalue("contract_kaggle")
+            kaggle.set_secret("HF_TOKEN", hub.token, user=KAGGLE_USER)
+        if platform.name == "colab":  # the user's Colab secret
+            colab: ColabSim = request.getfixturevalue("contract_colab")
+            colab.secrets["HF_TOKEN"] = hub.token
         project = reader_project(project)
         inputs = "inputs=[{hf: org/tiny-t2v, as: rwf2000}]"  # the reader lists rwf2000/
         proc = subprocess.run(
             [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
-            cwd=project, env=dict(platform.env, HF_ENDPOINT=hub.url),
+            cwd=project, env=dict(platform.env, HF_ENDPOINT=hub.url, HF_TOKEN=hub.token),
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -303,7 +309,14 @@ def test_a_hub_repository_input_arrives_pinned_and_checked_on_every_target(
         got = json.loads((run_dir / "outputs" / "inputs.json").read_text())
         assert got == {f"rwf2000/{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
         assert hub.sent == sum(len(v) for v in files.values())  # each byte once
-        assert hub.cdn_refused_auth == 0
+        assert hub.cdn_refused_auth == 0  # the token never went to the CDN
+        for root in (Path(platform.env["LAUNCH_HOME"]), run_dir):
+            for path in root.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    data = path.read_bytes()
+                    if path.name.endswith(".tar.gz"):
+                        data = gzip.decompress(data)
+                    assert hub.token.encode() not in data, f"the Hub token leaked into {path}"
     finally:
         hub.close()
 

@@ -47,9 +47,12 @@ def test_a_model_repo_arrives_whole_checked_and_once(hub: Hub, tmp_path: Path) -
     sent = hub.sent
     again = lf.fetch_one(item, str(tmp_path / "cache"), quiet, env)
     assert again.cached and hub.sent == sent
+    assert any("cursor=" in c for c in hub.api_calls)  # the listing came in pages
     commit = hub.repos[("models", "org/tiny")].sha
+    asked = len(hub.api_calls)
     pinned = lf.fetch_one(dict(item, revision=commit), str(tmp_path / "cache"), quiet, env)
-    assert pinned.cached and pinned.path == got[0].path  # a commit needs no question at all
+    assert pinned.cached and pinned.path == got[0].path
+    assert len(hub.api_calls) == asked  # a commit is immutable: nothing is asked at all
 
 
 def test_a_private_repo_needs_the_token_which_never_reaches_the_cdn(
@@ -79,6 +82,29 @@ def test_a_dataset_repo_and_a_corrupted_file(hub: Hub, tmp_path: Path) -> None:
         )
     with pytest.raises(lf.FetchError, match="does not exist"):
         lf.fetch_one({"name": "n", "kind": "hf", "repo": "org/none"}, str(tmp_path), quiet, env)
+
+
+def test_a_run_pins_the_commit_and_the_dataset_version_it_starts_with(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launcher.inputs import InputWays, Way, pin_versions, resolve
+    from launcher.spec import load_spec
+
+    (tmp_path / "workloads" / "j").mkdir(parents=True)
+    (tmp_path / "workloads" / "j" / "run.py").write_text("")
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "j.yaml").write_text(
+        "name: j\nrun: x\ninputs: [{hf: org/tiny, as: m}, {hf: org/tiny, revision: "
+        + "a" * 40
+        + ", as: fixed}]\n"
+    )
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    spec = load_spec(tmp_path / "jobs" / "j.yaml")
+    res = resolve(spec, InputWays(hf=(Way.FETCH_THERE,)), "test")
+    pin_versions(res)
+    pinned = {d.name: d.fetch.revision for d in res.deliveries if d.fetch}
+    assert pinned == {"m": hub.repos[("models", "org/tiny")].sha, "fixed": "a" * 40}
+    assert len(hub.api_calls) == 1  # the branch was asked about; the commit was not
 
 
 def test_the_official_client_downloads_from_the_same_endpoint(hub: Hub, tmp_path: Path) -> None:

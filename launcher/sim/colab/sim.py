@@ -283,6 +283,8 @@ class ColabSim:
             COLAB_SIM_TOKEN_URL=f"{self.url}/_sim/token",
             COLAB_SIM_SYNC_S=str(self.sync_seconds),
             COLAB_SIM_SECRETS=str(secrets_file),
+            # its VM's start: a session here shares this host's /proc/uptime
+            COLAB_SIM_SESSION_START=str(info.opened_at),
             COLAB_RELEASE_TAG="launch-sim",
         )
         return env

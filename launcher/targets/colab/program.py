@@ -122,6 +122,8 @@ def read_secrets():
         try:
             value = userdata.get(name)
         except Exception as e:
+            if name in fetch_only:  # a public source needs none; a private one says so itself
+                continue
             fail(4, "the secret %s is not readable by this notebook (%s): in Colab open Secrets "
                     "(the key icon on the left), add %s and turn on its notebook access, then "
                     "run all again" % (name, type(e).__name__, name))
@@ -327,6 +329,9 @@ def run_agent(mirror):
 
 def session_start():
     """When the runtime started (Colab's cap counts from there), or now when unknown."""
+    simulated = os.environ.get("COLAB_SIM_SESSION_START")  # set by the launch Colab sim only
+    if simulated:
+        return float(simulated)
     try:
         with open("/proc/uptime") as f:
             up = float(f.read().split()[0])
@@ -384,7 +389,7 @@ def main():
             while not os.path.exists(src) and time.time() < deadline:
                 time.sleep(2)
             if not os.path.exists(src):
-                fail(2, "input '%s' is not in your Drive (My Drive/launch/inputs/%s): it may "
+                fail(66, "input '%s' is not in your Drive (My Drive/launch/inputs/%s): it may "
                         "have been deleted; run the job again to upload it" % (name, file))
             dest = os.path.join(WORK, "inputs", name)
             os.makedirs(dest, exist_ok=True)

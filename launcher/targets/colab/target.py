@@ -110,6 +110,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         kaggle_credentials_there="the notebook downloads Kaggle inputs with the Colab secrets "
         "KAGGLE_USERNAME and KAGGLE_KEY (your kaggle.json's username and key): add both in "
         "Colab's Secrets panel (the key icon) and give the notebook access",
+        secrets_there="Colab's Secrets panel (the key icon; give the notebook access)",
     )
 
     def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
@@ -303,11 +304,16 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         else:
             box = drive.create_folder(names.INPUTS_TITLE, root, "input folders of `launch`")
         for p in prepared.packed:
-            size = Path(p.archive).stat().st_size
+            md5 = hashlib.md5(usedforsecurity=False)
+            with Path(p.archive).open("rb") as src:
+                while block := src.read(1 << 20):
+                    md5.update(block)
             have = [f for f in drive.children(box, title=p.file) if not f.trashed]
-            if any(f.size == size for f in have):
+            if any(f.md5 == md5.hexdigest() for f in have):
                 self.notify(f"input '{p.name}' unchanged: reusing {p.file} in your Drive")
                 continue
+            for stale in have:  # the notebook reads by name: only the right bytes may bear it
+                drive.trash(stale.id)
             ticket = ledger.intent("input", p.file, {"shared": True, "parent": box})
             sent = drive.upload(box, p.file, Path(p.archive), "application/gzip")
             ledger.created(ticket, native_id=sent.id)

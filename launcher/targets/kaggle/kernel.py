@@ -90,20 +90,37 @@ def unpack(slug, name, digest, dest):
 __INSTALL__
 
 def read_secrets():
+    """The job's secrets into the environment; those only the inputs' download needs into a
+    0600 file the agent reads and deletes (an absent one is skipped: a public source needs
+    none, and a private one fails with its own message)."""
     if not CONFIG["secrets"]:
-        return
+        return None
+    fetch_only = set(CONFIG["agent"].get("fetch_only_env") or [])
     try:
         from kaggle_secrets import UserSecretsClient
         client = UserSecretsClient()
     except Exception as e:
         fail(4, "cannot read Kaggle secrets here (%s)" % e)
+    fetch_env = {}
     for name in CONFIG["secrets"]:
         try:
-            os.environ[name] = client.get_secret(name)
+            value = client.get_secret(name)
         except Exception:
+            if name in fetch_only:
+                continue
             fail(4, "the secret %s is not attached to this kernel: on kaggle.com open the "
                     "notebook, Add-ons -> Secrets, add %s, attach it, then run again"
                     % (name, name))
+        if name in fetch_only:
+            fetch_env[name] = value
+        else:
+            os.environ[name] = value
+    if not fetch_env:
+        return None
+    fd, path = tempfile.mkstemp(prefix="launch-fetch-env-", suffix=".json")  # 0600, not working/
+    with os.fdopen(fd, "w") as f:
+        json.dump(fetch_env, f)
+    return path
 
 
 def input_dir():
@@ -143,9 +160,11 @@ def main():
             say("continuing from session %d's checkpoints" % prev if prev else
                 "continuing from the checkpoints of an earlier run")
         install_requirements()
-        read_secrets()
+        fetch_env = read_secrets()
         agent = dict(CONFIG["agent"], run_id=CONFIG["run_id"], attempt=CONFIG["session"],
                      input_dir=input_dir())
+        if fetch_env:
+            agent["fetch_env_file"] = fetch_env
         left = CONFIG["session_s"] - (time.time() - T0) - CONFIG["safety_s"]
         limits = [x for x in (left, CONFIG["job_left_s"]) if x is not None]
         agent["time_limit_s"] = max(1.0, min(limits)) if limits else None

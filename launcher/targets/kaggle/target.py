@@ -98,6 +98,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         path=(Way.PRIVATE_DATASET,),
         url=(Way.FETCH_THERE,),
         hf=(Way.FETCH_THERE,),
+        secrets_there="the kernel's secrets (kaggle.com: Add-ons -> Secrets, attach it)",
     )
 
     def __init__(
@@ -172,7 +173,12 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             more_attempts_hint=hint,
             job=spec.name,
             kernel=kernel.model_copy(
-                update={"packed": [(p.name, p.slug, p.file, p.sha256) for p in packed]}
+                update={
+                    "packed": [(p.name, p.slug, p.file, p.sha256) for p in packed],
+                    # what only the inputs' download needs (HF_TOKEN): read from the kernel's
+                    # secrets when attached, handed to the agent in a file, never in its env
+                    "secrets": list(dict.fromkeys([*kernel.secrets, *inputs.fetch_only_env])),
+                }
             ),
             sources=inputs.platform,
             packed=packed,
