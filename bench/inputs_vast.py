@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -42,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.vast_sync import KEY, rent  # noqa: E402
+from bench.vast_sync import KEY, machine, rent, report  # noqa: E402
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import push_tree, tree_files  # noqa: E402
 from launcher.targets.vast.sftp import SftpDest  # noqa: E402
@@ -159,8 +158,6 @@ def main() -> int:
                 served.close()
     med = {k: statistics.median(t for t, _ in v) for k, v in rows.items()}
     sent = {k: v[-1][1] for k, v in rows.items()}
-    system = f"{platform.system()} {platform.release()}"
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, {system})"
     mb = args.mb * (1 << 20) / 1e6
 
     def line(label: str, key: str) -> str:
@@ -176,7 +173,7 @@ def main() -> int:
         "",
         "```",
         f"# inputs_vast.py  {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-        f"# {machine}, base image {args.base_image}",
+        f"# {machine()}, base image {args.base_image}",
         "",
         f"one {mb:.0f} MB input to an emulated Vast instance (docker + sshd), median of "
         f"{args.runs}:",
@@ -192,11 +189,7 @@ def main() -> int:
         "```",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(lines, args.append)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.vast_sync import KEY, rent  # noqa: E402
+from bench.vast_sync import KEY, machine, rent, report  # noqa: E402
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import pull_tree  # noqa: E402
 from launcher.targets.vast.sftp import SftpTree  # noqa: E402
@@ -85,14 +84,12 @@ def main() -> int:
                 conn.close()
                 client.destroy_instance(iid)
     o, t = statistics.median(ours), statistics.median(theirs)
-    system = f"{platform.system()} {platform.release()}"
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, {system})"
     lines = [
         f"### `bench/transfers.py` (--runs {args.runs}, --files {args.files})",
         "",
         "```",
         f"# transfers.py  {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-        f"# {machine}, base image {args.base_image}",
+        f"# {machine()}, base image {args.base_image}",
         f"first pull of {args.files} x 8 KB in 20 folders from an emulated Vast instance, "
         f"median of {args.runs}:",
         f"  ours (pull_tree over SftpTree)  {o:7.2f} s  ({', '.join(f'{x:.2f}' for x in ours)})",
@@ -101,11 +98,7 @@ def main() -> int:
         "```",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(lines, args.append)
     return 0
 
 

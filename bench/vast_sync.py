@@ -51,6 +51,21 @@ GOAL_REUPLOAD_PCT = 5.0
 KEY = "bench-key"
 
 
+def machine() -> str:
+    """This machine as the result blocks name it."""
+    system = f"{platform.system()} {platform.release()}"
+    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, {system})"
+
+
+def report(lines: list[str], append: bool) -> None:
+    """Print a result block; with `append`, add it to bench/RESULTS.md too."""
+    text = "\n".join(lines)
+    print(text)
+    if append:
+        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
+            f.write("\n" + text)
+
+
 def die(message: str) -> None:
     print(f"vast_sync.py: {message}", file=sys.stderr)
     raise SystemExit(1)
@@ -182,8 +197,6 @@ def main() -> int:
     ours_mbs, scp_mbs = mb / statistics.median(ours_s), mb / statistics.median(scp_s)
     ratio = ours_mbs / scp_mbs
     pct = 100.0 * again / full
-    system = f"{platform.system()} {platform.release()}"
-    machine = f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, {system})"
     lines = [
         f"### `bench/vast_sync.py` (--runs {args.runs})",
         "",
@@ -191,7 +204,7 @@ def main() -> int:
         "",
         "```",
         f"# vast_sync.py  {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-        f"# {machine}, base image {args.base_image}",
+        f"# {machine()}, base image {args.base_image}",
         "",
         f"pull of one {BIG_MB} MB file from an emulated Vast instance (docker + sshd), "
         f"median of {args.runs}:",
@@ -213,11 +226,7 @@ def main() -> int:
         "```",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.append:
-        with (ROOT / "bench" / "RESULTS.md").open("a") as f:
-            f.write("\n" + text)
+    report(lines, args.append)
     return 0
 
 

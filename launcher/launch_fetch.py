@@ -48,6 +48,7 @@ KAGGLE_API = "https://api.kaggle.com"
 HF_HUB = "https://huggingface.co"
 CHUNK = 1 << 20
 RETRIES = 5
+RETRIED_STATUS = (429, 500, 502, 503, 504)  # busy or failing for now: asked again, with backoff
 TIMEOUT_S = 60.0
 _DONE = ".done.json"  # <entry>.done.json, written last: its presence means the entry is whole
 
@@ -315,27 +316,13 @@ def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: str, name:
 
 
 def _rpc(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> dict[str, Any]:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": auth},
-        method="POST",
-    )
-    for attempt in range(RETRIES + 1):
-        try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
-                return cast("dict[str, Any]", json.loads(resp.read() or b"{}"))
-        except urllib.error.HTTPError as e:
-            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
-                time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
-                continue
-            raise FetchError(_kaggle_refusal(name, ref, e)) from e
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            if attempt < RETRIES:
-                time.sleep(_backoff(attempt, None))
-                continue
-            raise FetchError(f"input '{name}': Kaggle did not answer ({e})") from e
-    raise AssertionError("unreachable")
+    answer = _kaggle_post(url, body, auth, name, ref, redirect=False)
+    return cast("dict[str, Any]", json.loads(answer or b"{}"))
+
+
+def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> str:
+    """Kaggle answers DownloadDataset with a redirect to the archive; its address."""
+    return str(_kaggle_post(url, body, auth, name, ref, redirect=True))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -343,8 +330,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the caller reads Location itself, so no credential follows the redirect
 
 
-def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: str) -> str:
-    """Kaggle answers DownloadDataset with a redirect to the archive; its address."""
+def _kaggle_post(
+    url: str, body: dict[str, Any], auth: str, name: str, ref: str, *, redirect: bool
+) -> bytes | str:
+    """One Kaggle RPC, retried on 429/5xx and dropped connections: its JSON body, or with
+    `redirect` the address it redirects to (read here, so no credential follows it)."""
     opener = urllib.request.build_opener(_NoRedirect)
     req = urllib.request.Request(
         url,
@@ -355,15 +345,17 @@ def _redirect_target(url: str, body: dict[str, Any], auth: str, name: str, ref: 
     for attempt in range(RETRIES + 1):
         try:
             with opener.open(req, timeout=TIMEOUT_S) as resp:
+                if not redirect:
+                    return bytes(resp.read())
                 raise FetchError(
                     f"input '{name}': Kaggle answered the download of {ref} with HTTP "
                     f"{resp.status}, not a redirect to the archive"
                 )
         except urllib.error.HTTPError as e:
             location = e.headers.get("Location")
-            if e.code in (301, 302, 303, 307, 308) and location:
+            if redirect and e.code in (301, 302, 303, 307, 308) and location:
                 return urllib.parse.urljoin(url, location)
-            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+            if e.code in RETRIED_STATUS and attempt < RETRIES:
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             raise FetchError(_kaggle_refusal(name, ref, e)) from e
@@ -507,7 +499,7 @@ def _get_json_page(
             with _opener().open(req, timeout=TIMEOUT_S) as resp:
                 return json.loads(resp.read() or b"null"), resp.headers.get("Link")
         except urllib.error.HTTPError as e:
-            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+            if e.code in RETRIED_STATUS and attempt < RETRIES:
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             if e.code in (401, 403):
@@ -583,7 +575,7 @@ def _download(name: str, url: str, headers: dict[str, str], part: str) -> tuple[
         except urllib.error.HTTPError as e:
             if e.code == 416 and have:  # asked past the end: what we have is all of it
                 return digest.hexdigest(), have, sent
-            if e.code in (429, 500, 502, 503, 504) and attempt < RETRIES:
+            if e.code in RETRIED_STATUS and attempt < RETRIES:
                 time.sleep(_backoff(attempt, e.headers.get("Retry-After")))
                 continue
             raise FetchError(f"input '{name}': {_shown(url)} answered HTTP {e.code}") from e

@@ -96,6 +96,33 @@ def reader_project(project: Path) -> Path:
     return project
 
 
+def read_run(
+    project: Path, platform: Platform, *sets: str, env: dict[str, str] | None = None
+) -> tuple[dict[str, str], subprocess.CompletedProcess[str], Path]:
+    """`launch run jobs/reader.yaml` with `--set` overrides: what the job listed, the launcher's
+    run, and the run folder."""
+    proc = subprocess.run(
+        [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args,
+         *(x for v in sets for x in ("--set", v))],
+        cwd=project, env=env or platform.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[-1:]
+    return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc, run_dir
+
+
+def assert_nowhere(needles: list[bytes], what: str, *roots: Path) -> None:
+    """None of `needles` in any file under `roots` (gzip archives read unpacked)."""
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                data = path.read_bytes()
+                if path.name.endswith(".tar.gz"):
+                    data = gzip.decompress(data)
+                for needle in needles:
+                    assert needle not in data, f"{what} leaked into {path}"
+
+
 def run_reader(project: Path, platform: Platform, kaggle: KaggleSim) -> dict[str, str]:
     env = dict(
         platform.env,
@@ -103,27 +130,16 @@ def run_reader(project: Path, platform: Platform, kaggle: KaggleSim) -> dict[str
         KAGGLE_USERNAME=KAGGLE_USER,
         KAGGLE_KEY=KAGGLE_KEY,
     )
-    proc = subprocess.run(
-        [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed, proc, run_dir = read_run(project, platform, env=env)
     assert "read 3 input files" in proc.stdout + proc.stderr
     if platform.name in ("vast", "colab"):  # passed for the download alone, not to the job
         assert "kaggle key in the job's environment: False" in proc.stdout
     if platform.name == "vast":  # nor to the agent's: the job could read /proc/<agent>/environ
         assert "kaggle key in an ancestor's environment: False" in proc.stdout
-    [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[-1:]
     basic = base64.b64encode(f"{KAGGLE_USER}:{KAGGLE_KEY}".encode())
-    for root in (Path(platform.env["LAUNCH_HOME"]), run_dir):
-        for path in root.rglob("*"):
-            if path.is_file() and not path.is_symlink():
-                data = path.read_bytes()
-                if path.name.endswith(".tar.gz"):
-                    data = gzip.decompress(data)
-                for needle in (KAGGLE_KEY.encode(), basic):
-                    assert needle not in data, f"the Kaggle key leaked into {path}"
-    return json.loads((run_dir / "outputs" / "inputs.json").read_text())
+    home = Path(platform.env["LAUNCH_HOME"])
+    assert_nowhere([KAGGLE_KEY.encode(), basic], "the Kaggle key", home, run_dir)
+    return listed
 
 
 def expected() -> dict[str, str]:
@@ -238,15 +254,8 @@ def test_a_local_folder_goes_to_kaggle_as_a_private_dataset_versioned_only_when_
     inputs = "inputs=[{path: data/clips, as: rwf2000}]"
 
     def run() -> tuple[dict[str, str], str]:
-        proc = subprocess.run(
-            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
-            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
-            -1:
-        ]
-        return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc.stderr
+        listed, proc, _run_dir = read_run(project, platform, inputs)
+        return listed, proc.stderr
 
     def versions() -> int:
         found = [
@@ -297,26 +306,13 @@ def test_a_private_hub_repository_arrives_checked_on_every_target_with_its_token
             colab.secrets["HF_TOKEN"] = hub.token
         project = reader_project(project)
         inputs = "inputs=[{hf: org/tiny-t2v, as: rwf2000}]"  # the reader lists rwf2000/
-        proc = subprocess.run(
-            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
-            cwd=project, env=dict(platform.env, HF_ENDPOINT=hub.url, HF_TOKEN=hub.token),
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
-            -1:
-        ]
-        got = json.loads((run_dir / "outputs" / "inputs.json").read_text())
+        env = dict(platform.env, HF_ENDPOINT=hub.url, HF_TOKEN=hub.token)
+        got, _proc, run_dir = read_run(project, platform, inputs, env=env)
         assert got == {f"rwf2000/{k}": hashlib.sha256(v).hexdigest() for k, v in files.items()}
         assert hub.sent == sum(len(v) for v in files.values())  # each byte once
         assert hub.cdn_refused_auth == 0  # the token never went to the CDN
-        for root in (Path(platform.env["LAUNCH_HOME"]), run_dir):
-            for path in root.rglob("*"):
-                if path.is_file() and not path.is_symlink():
-                    data = path.read_bytes()
-                    if path.name.endswith(".tar.gz"):
-                        data = gzip.decompress(data)
-                    assert hub.token.encode() not in data, f"the Hub token leaked into {path}"
+        home = Path(platform.env["LAUNCH_HOME"])
+        assert_nowhere([hub.token.encode()], "the Hub token", home, run_dir)
     finally:
         hub.close()
 
@@ -332,15 +328,8 @@ def test_a_local_folder_reaches_colab_through_drive_uploaded_once(
     inputs = "inputs=[{path: data/clips, as: rwf2000}]"
 
     def run() -> tuple[dict[str, str], str]:
-        proc = subprocess.run(
-            [*launch_cmd(), "run", "jobs/reader.yaml", *platform.args, "--set", inputs],
-            cwd=project, env=platform.env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        [run_dir] = sorted((project / "runs").glob("reader-*"), key=lambda p: p.stat().st_mtime)[
-            -1:
-        ]
-        return json.loads((run_dir / "outputs" / "inputs.json").read_text()), proc.stderr
+        listed, proc, _run_dir = read_run(project, platform, inputs)
+        return listed, proc.stderr
 
     def packs() -> list[str]:
         return sorted(
