@@ -5,9 +5,8 @@ image with a real sshd), rents one instance through our REST client and attaches
 key, then measures, interleaved in the same process run:
 
 1. Pull of one 256 MB file (random bytes, made on the instance): our path, `pull_tree` over
-   `SftpTree` (listing and stat by SFTP; a file this big comes through an exec channel from
-   the instance's python3, which hashes what it sends; sha256 here while writing, compared;
-   fsync and atomic install), against `scp` (OpenSSH) of the same file from the same sshd with
+   `ShellTree` (one exec channel lists, one sends: the instance's python3 hashes what it
+   sends; sha256 here while writing, compared; synced and atomic install), against `scp` (OpenSSH) of the same file from the same sshd with
    the same key. Reported as MB/s each and ours/scp (goal >= 0.7); also, for reference, the
    file read through paramiko's SFTP subsystem alone.
 2. Re-upload by manifest diff: a 100-file, 50 MB workload pushed with `push_tree` over
@@ -42,8 +41,9 @@ sys.path.insert(0, str(ROOT))
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import pull_tree, push_tree, tree_files  # noqa: E402
 from launcher.targets.vast.client import VastClient  # noqa: E402
-from launcher.targets.vast.sftp import SftpDest, SftpTree  # noqa: E402
+from launcher.targets.vast.sftp import SftpDest  # noqa: E402
 from launcher.targets.vast.ssh import SshConn, ensure_key  # noqa: E402
+from launcher.targets.vast.stream import ShellTree  # noqa: E402
 
 BIG_MB = 256
 GOAL_RATIO = 0.7
@@ -116,7 +116,7 @@ def scp_pull(key: Path, port: int, remote: str, dest: Path) -> float:
 def our_pull(conn: SshConn, dest: Path) -> float:
     shutil.rmtree(dest, ignore_errors=True)
     t0 = time.perf_counter()
-    result = pull_tree(SftpTree(conn, "/workspace/bench"), dest)
+    result = pull_tree(ShellTree(conn, "/workspace/bench"), dest)
     took = time.perf_counter() - t0
     if result.copied != ["big.bin"]:
         die(f"our pull copied {result.copied}")
@@ -208,7 +208,7 @@ def main() -> int:
         "",
         f"pull of one {BIG_MB} MB file from an emulated Vast instance (docker + sshd), "
         f"median of {args.runs}:",
-        f"  ours (pull_tree over SftpTree: paramiko, sha256 both ends) {ours_mbs:8.1f} MB/s"
+        f"  ours (pull_tree over ShellTree: paramiko, sha256 both ends) {ours_mbs:8.1f} MB/s"
         f"  ({', '.join(f'{s:.2f}' for s in ours_s)} s)",
         f"  scp (OpenSSH)                                           {scp_mbs:8.1f} MB/s"
         f"  ({', '.join(f'{s:.2f}' for s in scp_s)} s)",

@@ -47,7 +47,7 @@ class Session:
         return RunStore(self.home)
 
     def target(self, name: str) -> AnyTarget:
-        return load_target_class(name)(self.home, self.reporter.note)
+        return load_target_class(name)(self.home, self.reporter.note, meter=self.reporter.meter)
 
     def orchestrator(self, target: str) -> Orchestrator:
         return Orchestrator(self.store, self.target(target), self.reporter)

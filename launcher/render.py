@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from launcher.progress import Meter, NullMeter, PlainMeter, human_bytes
 from launcher.state import AttemptEnd, RunRecord, RunStatus, utcnow
 from launcher.targets.base import LogLine, TargetStatus
 
@@ -70,6 +72,81 @@ class ConsoleReporter:
     def note(self, message: str) -> None:
         if not self.quiet:
             self.err.print(f"[cyan]›[/] {escape(message)}")
+
+    def meter(self, what: str) -> Meter:
+        if self.quiet:
+            return NullMeter()
+        if not self.err.is_terminal:
+            return PlainMeter(what, self.note)
+        return _RichMeter(self, what)
+
+
+class _RichMeter:
+    """A rich bar with bytes, rate and ETA on stderr, drawn once a transfer has run for
+    `SHOW_AFTER_S` (short sync ticks never flash one). The phase spinner pauses meanwhile: rich
+    allows one live display per console."""
+
+    SHOW_AFTER_S = 1.0
+
+    def __init__(self, reporter: ConsoleReporter, what: str) -> None:
+        self.reporter, self.what = reporter, what
+        self.total = self.files = self.done = 0
+        self.t0 = 0.0
+        self.bar: Any = None
+        self.task: Any = None
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.total, self.files, self.done = total_bytes, files, 0
+        self.t0 = time.monotonic()
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        if self.bar is None:
+            if time.monotonic() - self.t0 < self.SHOW_AFTER_S:
+                return
+            self._show()
+        bar: Any = self.bar
+        bar.update(self.task, completed=self.done)
+
+    def _show(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        spinner = self.reporter._status  # pyright: ignore[reportPrivateUsage]
+        if spinner is not None:
+            spinner.stop()
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.reporter.err,
+            transient=True,
+        )
+        label = f"{self.what} ({self.files} file{'s' if self.files != 1 else ''})"
+        self.task = self.bar.add_task(label, total=self.total, completed=self.done)
+        self.bar.start()
+
+    def finish(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.stop()
+        self.bar = None
+        took = time.monotonic() - self.t0
+        self.reporter.note(
+            f"{self.what}: {human_bytes(self.done)} in {took:.1f} s "
+            f"({human_bytes(self.done / max(took, 1e-9))}/s)"
+        )
+        spinner = self.reporter._status  # pyright: ignore[reportPrivateUsage]
+        if spinner is not None:
+            spinner.start()
 
 
 def _ago(at: datetime) -> str:

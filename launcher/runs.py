@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from launcher.progress import Meter, NullMeter
 from launcher.state import ResourceState, RunRecord, RunStatus
 from launcher.store import RunStore
 from launcher.targets.base import LogLine
@@ -22,6 +23,7 @@ class Reporter(Protocol):
     def phase(self, status: RunStatus, previous: RunStatus, seconds: float) -> None: ...
     def log(self, line: LogLine) -> None: ...
     def note(self, message: str) -> None: ...
+    def meter(self, what: str) -> Meter: ...
 
 
 class SilentReporter:
@@ -33,6 +35,9 @@ class SilentReporter:
 
     def note(self, message: str) -> None:
         return None
+
+    def meter(self, what: str) -> Meter:
+        return NullMeter()
 
 
 @dataclass

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 from pydantic import BaseModel, ConfigDict, Field
 
 from launcher.inputs import FetchItem, InputWays
+from launcher.progress import Meter, MeterFactory, PlainMeter
 from launcher.state import RunHandle
 from launcher.sync import PullResult
 
@@ -232,9 +233,19 @@ class Target(ABC, Generic[P, H]):
     # the ledger kind `release_resource` gets for what `labelled()` lists (`launch gc`)
     stray_kind: ClassVar[str] = "container"
 
-    def __init__(self, home: Path, notify: Notify = _quiet) -> None:
+    def __init__(
+        self, home: Path, notify: Notify = _quiet, meter: MeterFactory | None = None
+    ) -> None:
         self.home = home  # $LAUNCH_HOME: keys, bundles, caches live under it
         self.notify = notify  # one line of progress for the user
+        self._meter = meter
+
+    def meter(self, what: str) -> Meter:
+        """Byte progress for one long transfer (launcher/progress.py): the watcher's, else
+        quiet plain lines through `notify`."""
+        if self._meter is not None:
+            return self._meter(what)
+        return PlainMeter(what, self.notify)
 
     # ---- the stored models ------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -310,11 +310,16 @@ def test_push_sends_only_what_differs_and_verifies(tmp_path: Path) -> None:
 
 
 class _Corrupting(LocalTree):
-    def put_many(self, items: list[tuple[Path, str]]) -> None:
-        super().put_many(items)
+    """Damages what it writes, and says the hash of what it holds (as a far side would)."""
+
+    def put_many(
+        self, items: list[tuple[Path, str]], advance: Callable[[int], None] | None = None
+    ) -> dict[str, str]:
+        super().put_many(items, advance)
         for _local, path in items:
             target = self.root / path
             target.write_bytes(target.read_bytes()[:-1] + b"!")
+        return self.hashes([path for _local, path in items])
 
 
 def test_push_whose_copy_arrives_damaged_raises(tmp_path: Path) -> None:

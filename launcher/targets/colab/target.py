@@ -33,6 +33,7 @@ from launcher import agent as agent_mod
 from launcher.attempts import state_archive
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way, pack_folder
+from launcher.progress import MeterFactory
 from launcher.sync import PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -113,8 +114,10 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         secrets_there="Colab's Secrets panel (the key icon; give the notebook access)",
     )
 
-    def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
-        super().__init__(home, notify)
+    def __init__(
+        self, home: Path, notify: Notify = lambda _m: None, meter: MeterFactory | None = None
+    ) -> None:
+        super().__init__(home, notify, meter)
         self._drive: Drive | None = None
         self._watch: Watch | None = None
         self.poll_s = float(os.environ.get("LAUNCH_COLAB_POLL_S") or 5.0)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, BinaryIO
 
-from launcher.sync import PullVerifyError, RemoteFile
+from launcher.sync import FileTree, PullVerifyError, RemoteFile
 
 if TYPE_CHECKING:
     from launcher.targets.colab.drive import Drive, DriveFile
@@ -68,7 +68,7 @@ class Reader(io.RawIOBase):
             )
 
 
-class DriveTree:
+class DriveTree(FileTree):
     """`RemoteTree` (launcher/sync.py) over a Drive folder: `pull_tree` brings it home, verified
     and atomic like every other target's pull."""
 

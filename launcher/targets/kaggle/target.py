@@ -26,6 +26,7 @@ from launcher import agent as agent_mod
 from launcher.attempts import state_archive
 from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
+from launcher.progress import MeterFactory
 from launcher.sync import LocalTree, PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -102,9 +103,13 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
     )
 
     def __init__(
-        self, home: Path, notify: Notify = lambda _m: None, client: KaggleClient | None = None
+        self,
+        home: Path,
+        notify: Notify = lambda _m: None,
+        client: KaggleClient | None = None,
+        meter: MeterFactory | None = None,
     ) -> None:
-        super().__init__(home, notify)
+        super().__init__(home, notify, meter)
         self._client = client
         # how often Kaggle is asked about a kernel (it rate-limits); a poll in between is
         # answered from these read-through caches, keyed by kernel

@@ -25,6 +25,7 @@ from launcher.attempts import copy_resume_sources
 from launcher.bundle import extract_bundle
 from launcher.errors import SubmitError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
+from launcher.progress import MeterFactory
 from launcher.sync import LocalTree, PullResult, atomic_write_text, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
@@ -85,8 +86,10 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
         path=(Way.MOUNT,), kaggle=(Way.FETCH_HERE,), url=(Way.FETCH_HERE,), hf=(Way.FETCH_HERE,)
     )
 
-    def __init__(self, home: Path, notify: Notify = lambda _m: None) -> None:
-        super().__init__(home, notify)
+    def __init__(
+        self, home: Path, notify: Notify = lambda _m: None, meter: MeterFactory | None = None
+    ) -> None:
+        super().__init__(home, notify, meter)
         # the agents this process started, to reap them; a fresh process reads /proc instead
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._docker_client: Any = None

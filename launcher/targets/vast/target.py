@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from launcher import agent as agent_mod
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
+from launcher.progress import MeterFactory
 from launcher.sync import PullResult
 from launcher.targets.base import (
     AttemptSpec,
@@ -104,9 +105,13 @@ class VastTarget(Target[VastPrepared, VastHandle]):
     )
 
     def __init__(
-        self, home: Path, notify: Notify = lambda _m: None, client: VastClient | None = None
+        self,
+        home: Path,
+        notify: Notify = lambda _m: None,
+        client: VastClient | None = None,
+        meter: MeterFactory | None = None,
     ) -> None:
-        super().__init__(home, notify)
+        super().__init__(home, notify, meter)
         self._client = client
         self._links: dict[int, _Link] = {}  # instance id -> connection (a cache)
         self._rows: dict[int, tuple[float, VastInstance | None]] = {}  # a read-through cache
@@ -205,7 +210,7 @@ class VastTarget(Target[VastPrepared, VastHandle]):
         h = h.model_copy(update={"host_key": conn.host_key})
         try:  # each step is idempotent: a failed one is simply done again next poll
             if not h.uploaded:
-                upload(conn, prepared, h, self.notify)
+                upload(conn, prepared, h, self.notify, self.meter)
                 return h.model_copy(update={"uploaded": True})
             start_agent(conn, prepared, h)
             return h.model_copy(update={"started": True})
@@ -286,7 +291,7 @@ class VastTarget(Target[VastPrepared, VastHandle]):
         link = self._link(h, row)
         for attempt in range(3):
             try:
-                return pull_workspace(link.conn, h, dest)
+                return pull_workspace(link.conn, h, dest, self.meter("pull from the instance"))
             except (*TRANSIENT, SshUnreachableError) as e:  # what was installed stays
                 link.conn.close()
                 self._rows.pop(h.instance_id, None)

@@ -22,13 +22,15 @@ from launcher import agent as agent_mod
 from launcher.attempts import resume_sources
 from launcher.bundle import extract_bundle
 from launcher.inputs import fetch_secret_values
+from launcher.progress import Meter, MeterFactory
 from launcher.sync import LocalTree, PullResult, pull_tree, push_tree
 from launcher.targets.base import AttemptSpec, Handle, Prepared
 from launcher.targets.jobfiles import AgentStatus
 from launcher.targets.vast.client import VastInstance
 from launcher.targets.vast.options import VastOptions
-from launcher.targets.vast.sftp import SftpDest, SftpTree
+from launcher.targets.vast.sftp import SftpDest
 from launcher.targets.vast.ssh import SshConn
+from launcher.targets.vast.stream import ShellTree
 
 REMOTE_ROOT = "/workspace/launch"
 INPUTS = "inputs"
@@ -89,7 +91,11 @@ def unpacked_bundle(bundle: Path, digest: str) -> Path:
 
 
 def upload(
-    conn: SshConn, prepared: VastPrepared, h: VastHandle, notify: Callable[[str], None]
+    conn: SshConn,
+    prepared: VastPrepared,
+    h: VastHandle,
+    notify: Callable[[str], None],
+    meter: MeterFactory | None = None,
 ) -> None:
     """Push the bundle, the inputs and any checkpoints to resume from, each by manifest diff
     (a retried upload sends only what is missing or different; every file sent is hash-checked
@@ -105,7 +111,8 @@ def upload(
     if h.resume_from:
         pushes += list(resume_sources(Path(h.resume_from), h.resume_skip).items())
     for sub, files in pushes:
-        done = push_tree(files, SftpDest(conn, f"{root}/{sub}"))
+        progress = meter(f"upload {sub}") if meter is not None else None
+        done = push_tree(files, SftpDest(conn, f"{root}/{sub}"), meter=progress)
         if sub != agent_mod.BUNDLE or done.sent:
             notify(
                 f"uploaded {sub}: {len(done.sent)} file(s), {done.bytes_sent / 1e6:.1f} MB "
@@ -130,18 +137,15 @@ def _snapshot(path: str) -> bool:
     return path.startswith(agent_mod.METRICS_SNAPSHOTS + "/")
 
 
-def pull_workspace(conn: SshConn, h: VastHandle, dest: Path) -> PullResult:
-    """Bring outputs, checkpoints, logs and status.json home (`pull_tree`: only what changed,
-    verified, atomic). Metrics snapshots come first: a pull cut short by a pre-emption must not
-    leave a checkpoint here without the snapshot a resume from it needs."""
-    tree = SftpTree(conn, h.root)
-    snaps = pull_tree(tree, dest, include=_snapshot)
-    result = pull_tree(tree, dest, include=lambda p: _pulled(p) and not _snapshot(p))
-    result.copied += snaps.copied
-    result.bytes_copied += snaps.bytes_copied
-    result.skipped_unchanged += snaps.skipped_unchanged
-    result.changed_during_copy += snaps.changed_during_copy
-    return result
+def pull_workspace(
+    conn: SshConn, h: VastHandle, dest: Path, meter: Meter | None = None
+) -> PullResult:
+    """Bring outputs, checkpoints, logs and status.json home (`pull_tree` over one stream: only
+    what changed, verified, atomic). Metrics snapshots come first: a pull cut short by a
+    pre-emption must not leave a checkpoint here without the snapshot a resume from it needs. A
+    pull cut by a dropped connection keeps what it installed: the next one goes on from there."""
+    tree = ShellTree(conn, h.root)
+    return pull_tree(tree, dest, include=_pulled, first=_snapshot, meter=meter)
 
 
 def start_agent(conn: SshConn, prepared: VastPrepared, h: VastHandle) -> None:

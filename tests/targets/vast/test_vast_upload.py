@@ -11,8 +11,9 @@ from launcher.sim.vast import VastSim
 from launcher.sync import pull_tree, push_tree, sha256_file, tree_files
 from launcher.targets.base import Phase
 from launcher.targets.vast.client import VastInstance
-from launcher.targets.vast.sftp import SftpDest, SftpTree
+from launcher.targets.vast.sftp import SftpDest
 from launcher.targets.vast.ssh import SshConn, ensure_key
+from launcher.targets.vast.stream import ShellTree
 from launcher.targets.vast.target import VastTarget
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import Instances
@@ -60,11 +61,10 @@ def test_reupload_after_one_changed_file_sends_only_that_file(
         # a file damaged on the instance is found by its hash and sent again
         conn.check("printf x >> /workspace/push-test/part5/f050.bin")
         assert push_tree(tree_files(local), dest).sent == ["part5/f050.bin"]
-        # and back: files of STREAM_MIN or more come through the hashing sender, the rest by
-        # SFTP; both verified against the instance's own hash of what it sent
+        # and back, in one stream, each file checked against the sender's hash of what it sent
         conn.check("head -c 3000001 /dev/urandom > /workspace/push-test/part0/big.bin")
         back = tmp_path / "back"
-        pulled = pull_tree(SftpTree(conn, "/workspace/push-test"), back)
+        pulled = pull_tree(ShellTree(conn, "/workspace/push-test"), back)
         assert len(pulled.copied) == 101 and not pulled.changed_during_copy
         for rel in ("part0/big.bin", "part5/f050.bin"):
             theirs = conn.check(f"sha256sum /workspace/push-test/{rel}").split()[0]
@@ -147,7 +147,7 @@ def test_big_pulls_survive_re_keying(
         restart = f"mkdir -p /run/sshd && /usr/sbin/sshd {SSHD_FLAGS} -o RekeyLimit=8M"
         subprocess.run(["docker", "exec", container, "sh", "-c", restart], check=True)
         conn = SshConn(*addr, key, host_key=handle.host_key)
-        got = pull_tree(SftpTree(conn, "/workspace/rnd"), tmp_path / "rnd")
+        got = pull_tree(ShellTree(conn, "/workspace/rnd"), tmp_path / "rnd")
         assert got.copied == ["r.bin"]
         theirs = conn.check("sha256sum /workspace/rnd/r.bin").split()[0]
         assert sha256_file(tmp_path / "rnd" / "r.bin") == theirs

@@ -1,0 +1,89 @@
+"""Byte progress of long transfers (bundle and input uploads, output and checkpoint pulls).
+
+A transfer reports to a `Meter`: `start` with what it will move, `advance` per chunk, `finish`.
+Who watches decides how it looks: the CLI's reporter draws a rich bar with rate and ETA on a
+terminal (launcher/render.py); anywhere else `PlainMeter` says a quiet line now and then through
+the run's notes. Both stay silent for transfers that end within a moment: a sync tick moving a
+few log lines must not flash a bar or print a line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+PLAIN_EVERY_S = 10.0  # a plain line at most this often, the first after this long
+
+
+class Meter(Protocol):
+    def start(self, total_bytes: int, files: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+MeterFactory = Callable[[str], Meter]  # what is moving ("pull outputs") -> its meter
+
+
+class NullMeter:
+    def start(self, total_bytes: int, files: int) -> None:
+        return None
+
+    def advance(self, nbytes: int) -> None:
+        return None
+
+    def finish(self) -> None:
+        return None
+
+
+def null_meter(_what: str) -> Meter:
+    return NullMeter()
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # unreachable; keeps the type checker sure of a return
+
+
+class PlainMeter:
+    """Lines like "pull outputs: 41% of 520.0 MB, 48.2 MB/s, about 6 s left" every
+    `every` seconds, and a closing line when at least one was said."""
+
+    def __init__(
+        self, what: str, say: Callable[[str], None], *, every: float = PLAIN_EVERY_S
+    ) -> None:
+        self.what, self.say, self.every = what, say, every
+        self.total = self.done = self.files = 0
+        self.t0 = self.last = 0.0
+        self.spoke = False
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.total, self.files, self.done = total_bytes, files, 0
+        self.t0 = self.last = time.monotonic()
+        self.spoke = False
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.done / max(now - self.t0, 1e-9)
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        self.say(
+            f"{self.what}: {pct:.0f}% of {human_bytes(self.total)} ({self.files} file(s)), "
+            f"{human_bytes(rate)}/s, about {left:.0f} s left"
+        )
+        self.spoke = True
+
+    def finish(self) -> None:
+        if self.spoke:
+            took = time.monotonic() - self.t0
+            self.say(
+                f"{self.what}: {human_bytes(self.done)} in {took:.1f} s "
+                f"({human_bytes(self.done / max(took, 1e-9))}/s)"
+            )
