@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 PLAIN_EVERY_S = 10.0  # a plain line at most this often, the first after this long
 
 
 class Meter(Protocol):
-    def start(self, total_bytes: int, files: int) -> None: ...
+    def start(self, total_bytes: int, files: int) -> None:
+        """What will move; `total_bytes` 0 when not known in advance."""
+        ...
+
     def advance(self, nbytes: int) -> None: ...
     def finish(self) -> None: ...
 
@@ -72,7 +75,14 @@ class PlainMeter:
             return
         self.last = now
         rate = self.done / max(now - self.t0, 1e-9)
-        pct = 100.0 * self.done / self.total if self.total else 100.0
+        if not self.total:  # a size not known in advance
+            self.say(
+                f"{self.what}: {human_bytes(self.done)} so far ({self.files} file(s)), "
+                f"{human_bytes(rate)}/s"
+            )
+            self.spoke = True
+            return
+        pct = 100.0 * self.done / self.total
         left = (self.total - self.done) / rate if rate > 0 else 0.0
         self.say(
             f"{self.what}: {pct:.0f}% of {human_bytes(self.total)} ({self.files} file(s)), "
@@ -87,3 +97,16 @@ class PlainMeter:
                 f"{self.what}: {human_bytes(self.done)} in {took:.1f} s "
                 f"({human_bytes(self.done / max(took, 1e-9))}/s)"
             )
+
+
+class CountingReader:
+    """A binary file whose reads are told to `advance`: what an uploader (tarfile, requests)
+    streams through it is counted as it goes."""
+
+    def __init__(self, f: BinaryIO, advance: Callable[[int], None]) -> None:
+        self.f, self.advance = f, advance
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.advance(len(data))
+        return data

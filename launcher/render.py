@@ -131,7 +131,7 @@ class _RichMeter:
             transient=True,
         )
         label = f"{self.what} ({self.files} file{'s' if self.files != 1 else ''})"
-        self.task = self.bar.add_task(label, total=self.total, completed=self.done)
+        self.task = self.bar.add_task(label, total=self.total or None, completed=self.done)
         self.bar.start()
 
     def finish(self) -> None:

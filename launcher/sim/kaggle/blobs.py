@@ -52,6 +52,7 @@ class BlobStore:
         self._lock = threading.Lock()
         # the next PUT keeps only this many bytes and answers 503 (an interrupted upload)
         self.interrupt_after: int | None = None
+        self.bytes_received = 0  # every byte any PUT brought, as the platform would bill them
 
     def start(self, name: str, length: int) -> Blob:
         token = "blob-" + secrets.token_hex(8)
@@ -92,6 +93,8 @@ class BlobStore:
             return self._progress(blob)
         if cut is not None:
             body = body[:cut]
+        with self._lock:
+            self.bytes_received += len(body)
         with blob.path.open("r+b") as f:
             f.seek(start)
             f.write(body)

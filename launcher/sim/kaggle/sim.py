@@ -216,6 +216,11 @@ class KaggleSim:
         """Archive bytes sent for `owner/slug` through DownloadDataset's links, to anyone."""
         return self.datasets.served.get(ref, 0)
 
+    @property
+    def bytes_uploaded(self) -> int:
+        """Every byte the blob uploads (datasets' files) brought, since the emulator started."""
+        return self.blobs.bytes_received
+
     def set_secret(self, label: str, value: str, *, user: str | None = None) -> None:
         """A secret the user's kernels read with ``kaggle_secrets.UserSecretsClient``."""
         who = (user or next(iter(self.backend.users))).lower()

@@ -346,7 +346,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         if seen.gone or seen.run_id is None:
             return PullResult()
         tree = DriveTree(self.drive, seen.run_id, seen.manifest)
-        return pull_tree(tree, dest, include=_pulled)
+        return pull_tree(tree, dest, include=_pulled, meter=self.meter("pull from Drive"))
 
     # ---- stop / free ------------------------------------------------------------------------
 

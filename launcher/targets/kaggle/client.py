@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from launcher.errors import TargetError, TargetUnavailableError
+from launcher.progress import CountingReader
 from launcher.targets.kaggle.rpc import (
     KaggleNotFoundError,
     KaggleRpc,
@@ -271,8 +272,11 @@ class KaggleClient(KaggleRpc):
 
     # ---- plain HTTP (upload and download URLs that Kaggle hands out; no auth) ---------------
 
-    def upload_blob(self, path: Path, name: str) -> str:
-        """Upload one file as a dataset blob; its token for CreateDataset(Version)."""
+    def upload_blob(
+        self, path: Path, name: str, advance: Callable[[int], None] | None = None
+    ) -> str:
+        """Upload one file as a dataset blob; its token for CreateDataset(Version). `advance`
+        hears of each block sent (a retried PUT starts over, and so does its count)."""
         size = path.stat().st_size
         start = self.call(
             "blobs",
@@ -289,7 +293,8 @@ class KaggleClient(KaggleRpc):
 
         def put() -> Any:
             with path.open("rb") as f:
-                r = req.put(url, data=f, headers={"Content-Length": str(size)}, timeout=600)
+                body = CountingReader(f, advance) if advance is not None else f
+                r = req.put(url, data=body, headers={"Content-Length": str(size)}, timeout=600)
             if r.status_code not in (200, 201):
                 r.raise_for_status()
                 # 308: the server kept part of it; starting over is simplest for small bundles
@@ -312,10 +317,10 @@ class KaggleClient(KaggleRpc):
                     ) from e
                 self._sleep(min(_env_float("LAUNCH_KAGGLE_RETRY_S", 1.0) * 2**attempt, 60.0))
 
-    def download(self, url: str, dest: Path) -> int:
+    def download(self, url: str, dest: Path, advance: Callable[[int], None] | None = None) -> int:
         """Fetch an output file URL into `dest` (written to a .part, then renamed); its size.
 
-        Content-Length is checked, as the kaggle CLI does."""
+        Content-Length is checked, as the kaggle CLI does. `advance` hears of each chunk."""
         req = self._requests if self._requests is not None else _sdk("requests")
         tmp = dest.with_name(f".{dest.name}.part")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +334,8 @@ class KaggleClient(KaggleRpc):
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
                     got += len(chunk)
+                    if advance is not None:
+                        advance(len(chunk))
             if want is not None and int(want) != got:
                 raise req.exceptions.ConnectionError(f"{url}: {got} of {want} bytes arrived")
             return got

@@ -7,22 +7,88 @@ kernels pin the version they were pushed with. A state dataset (`launch-state-<r
 the checkpoints and outputs a resumed attempt starts from; it belongs to that attempt and is
 deleted with its kernel. A local input folder (`launch-input-<job>-<name>`) is packed here once
 per content and kept like the bundle: a new version only when the folder changed.
+
+Kaggle's API has no partial version: `CreateDatasetVersion` names the files of the new version
+by upload tokens, every one of them uploaded again (kaggle-api `datasets version` uploads the
+whole folder), so a dataset's new version costs all its bytes. The bundle is therefore split in
+two datasets by what changes: its files of ASSET_MIN or more (weights, sample data, wheels) ride
+in `launch-assets-<job>`, the rest (code, job.json, the agent) in the bundle dataset. Editing a
+script uploads the small part; the assets are uploaded again only when one of them changes.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+import secrets
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from launcher.errors import TargetError
 from launcher.inputs import pack_folder
+from launcher.progress import MeterFactory, human_bytes
 from launcher.targets.base import Ledger
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient
-from launcher.targets.kaggle.handle import PackedInput
+from launcher.targets.kaggle.handle import BundleParts, PackedInput
 
 READY_TIMEOUT_S = 600.0  # Kaggle processes a new version before kernels can mount it
+ASSET_MIN = 1 << 20  # bundle files this big go to the assets dataset
+
+
+def split_bundle(bundle: Path, digest: str, home: Path) -> BundleParts:
+    """`bundle` split by file size into two reproducible .tar.gz (same bundle, same bytes, on
+    any machine: the members keep the bundle's normalized headers and order, gzip carries no
+    name or time), made once per bundle under $LAUNCH_HOME/kaggle/bundles."""
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = tar.getmembers()
+        if not any(m.isreg() and m.size >= ASSET_MIN for m in members):
+            return BundleParts(code=(str(bundle), digest))
+        folder = home / "kaggle" / "bundles" / digest[:32]
+        done = folder / "parts.json"
+        if done.is_file():
+            return BundleParts.model_validate_json(done.read_text())
+        folder.mkdir(parents=True, exist_ok=True)
+        big = [m for m in members if m.isreg() and m.size >= ASSET_MIN]
+        code = _subset(tar, [m for m in members if m not in big], folder)
+        assets = _subset(tar, big, folder)
+    parts = BundleParts(
+        code=_keep(code, folder / f"bundle-{code[1][:16]}.tar.gz"),
+        assets=_keep(assets, folder / f"assets-{assets[1][:16]}.tar.gz"),
+    )
+    tmp = done.with_name(f".parts.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(parts.model_dump_json())
+    os.replace(tmp, done)
+    return parts
+
+
+def _subset(
+    tar: tarfile.TarFile, members: list[tarfile.TarInfo], folder: Path
+) -> tuple[Path, str]:
+    """`members` of `tar` into a temp .tar.gz in `folder`; (its path, sha256)."""
+    path = folder / f".part-{secrets.token_hex(6)}.tmp"
+    try:
+        with path.open("wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as out:
+                    for m in members:
+                        out.addfile(m, tar.extractfile(m) if m.isreg() else None)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return path, h.hexdigest()
+
+
+def _keep(made: tuple[Path, str], dest: Path) -> tuple[str, str]:
+    os.replace(made[0], dest)
+    return str(dest), made[1]
 
 
 def _ready_version(client: KaggleClient, owner: str, slug: str) -> int:
@@ -50,6 +116,7 @@ def ensure_dataset(
     title: str,
     notify: Callable[[str], None],
     what: str = "bundle",
+    meter: MeterFactory | None = None,
 ) -> str:
     """The dataset holding `name` (the bundle, or a packed input), uploaded only when its
     current version lacks it; "owner/slug/versions/N" of the version that has it."""
@@ -58,19 +125,37 @@ def ensure_dataset(
     if info is None:
         # a cache shared by the job's runs: released from this run, kept on Kaggle
         ticket = ledger.intent("dataset", ref, {"shared": True, "role": what})
-        client.create_dataset(owner, slug, title, client.upload_blob(path, name))
+        client.create_dataset(owner, slug, title, _upload(client, path, name, what, meter))
         ledger.created(ticket, native_id=ref)
-        notify(f"uploaded the {what} as private dataset {ref}")
+        notify(
+            f"uploaded the {what} as private dataset {ref} ({human_bytes(path.stat().st_size)})"
+        )
     else:
         if name in client.dataset_files(owner, slug):
             notify(f"{what} unchanged: reusing dataset {ref} version {info.version}")
             return f"{ref}/versions/{info.version}"
         client.create_dataset_version(
-            owner, slug, client.upload_blob(path, name), f"launch: {name}"
+            owner, slug, _upload(client, path, name, what, meter), f"launch: {name}"
         )
         changed = "the code" if what == "bundle" else f"the {what}"
-        notify(f"{changed} changed: uploaded a new version of dataset {ref}")
+        notify(
+            f"{changed} changed: uploaded a new version of dataset {ref} "
+            f"({human_bytes(path.stat().st_size)})"
+        )
     return f"{ref}/versions/{_ready_version(client, owner, slug)}"
+
+
+def _upload(
+    client: KaggleClient, path: Path, name: str, what: str, meter: MeterFactory | None
+) -> str:
+    progress = meter(f"upload the {what}") if meter is not None else None
+    if progress is None:
+        return client.upload_blob(path, name)
+    progress.start(path.stat().st_size, 1)
+    try:
+        return client.upload_blob(path, name, advance=progress.advance)
+    finally:
+        progress.finish()
 
 
 def pack_input(home: Path, job: str, name: str, folder: Path) -> PackedInput:

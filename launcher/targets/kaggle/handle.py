@@ -52,6 +52,14 @@ def bundle_slug(job: str) -> str:
     return f"{BUNDLE_PREFIX}{slugify(job, MAX_SLUG - len(BUNDLE_PREFIX))}"
 
 
+ASSETS_PREFIX = f"{PREFIX}assets-"
+
+
+def assets_slug(job: str) -> str:
+    """The dataset of the bundle's big files (datasets.split_bundle), shared by the job's runs."""
+    return f"{ASSETS_PREFIX}{slugify(job, MAX_SLUG - len(ASSETS_PREFIX))}"
+
+
 INPUT_PREFIX = f"{PREFIX}input-"
 
 
@@ -81,6 +89,8 @@ class KernelJob(BaseModel):
     packed: list[tuple[str, str, str, str]] = Field(
         default_factory=list[tuple[str, str, str, str]]
     )
+    # the bundle's big files, unpacked beside the rest at start: (slug, file, sha256)
+    assets: tuple[str, str, str] | None = None
     session_s: float
     safety_s: float  # the kernel's own start and the output save must fit in the session too
 
@@ -96,8 +106,25 @@ class PackedInput(BaseModel):
     sha256: str  # of the archive, checked by the kernel before it unpacks
 
 
+class BundleParts(BaseModel):
+    """The bundle as Kaggle receives it (datasets.split_bundle): the code part (the whole bundle
+    when it has no big file) and the big files, each (archive here, sha256)."""
+
+    code: tuple[str, str]
+    assets: tuple[str, str] | None = None
+
+    @property
+    def code_file(self) -> str:
+        return f"bundle-{self.code[1][:16]}.tar.gz"
+
+    @property
+    def assets_file(self) -> str:
+        return f"assets-{self.assets[1][:16]}.tar.gz" if self.assets else ""
+
+
 class KagglePrepared(Prepared):
     job: str
+    parts: BundleParts | None = None  # None in runs prepared before the split: the whole bundle
     kernel: KernelJob
     sources: list[str] = Field(default_factory=list[str])  # the job's input datasets
     packed: list[PackedInput] = Field(default_factory=list[PackedInput])

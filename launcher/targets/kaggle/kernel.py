@@ -149,6 +149,8 @@ def main():
     os.makedirs(WORKING, exist_ok=True)
     bundle = tempfile.mkdtemp(prefix="launch-bundle-")
     unpack(CONFIG["bundle_slug"], CONFIG["bundle_file"], CONFIG["bundle_sha256"], bundle)
+    if CONFIG.get("assets"):  # the bundle's big files travel in their own dataset
+        unpack(CONFIG["assets"][0], CONFIG["assets"][1], CONFIG["assets"][2], bundle)
     link = os.path.join(WORKING, "bundle")
     if os.path.lexists(link):
         os.unlink(link) if os.path.islink(link) else shutil.rmtree(link)

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from launcher import agent as agent_mod
+from launcher.progress import Meter
 from launcher.targets.base import LogLine
 from launcher.targets.jobfiles import AgentStatus
 from launcher.targets.kaggle.client import KaggleClient, LogEntry, log_entries, rows
@@ -21,16 +22,27 @@ from launcher.targets.kaggle.client import KaggleClient, LogEntry, log_entries, 
 DONE_MARK = ".complete"  # hidden: pull_tree skips it
 
 
-def fetch_outputs(client: KaggleClient, owner: str, slug: str, cache: Path) -> Path:
-    """Download an ended session's outputs into `cache` once; the folder."""
+def fetch_outputs(
+    client: KaggleClient, owner: str, slug: str, cache: Path, meter: Meter | None = None
+) -> Path:
+    """Download an ended session's outputs into `cache` once; the folder. (Kaggle lists no
+    sizes: the meter counts bytes against an unknown total.)"""
     if (cache / DONE_MARK).is_file():
         return cache
     files, _log = client.session_output(owner, slug)
-    for f in files:
-        rel = PurePosixPath(f.name)
-        if not f.name or rel.is_absolute() or ".." in rel.parts:  # as the kaggle CLI refuses
-            continue
-        client.download(f.url, cache.joinpath(*rel.parts))
+    if meter is not None:
+        meter.start(0, len(files))
+    try:
+        for f in files:
+            rel = PurePosixPath(f.name)
+            if not f.name or rel.is_absolute() or ".." in rel.parts:  # as the kaggle CLI refuses
+                continue
+            client.download(
+                f.url, cache.joinpath(*rel.parts), meter.advance if meter is not None else None
+            )
+    finally:
+        if meter is not None:
+            meter.finish()
     cache.mkdir(parents=True, exist_ok=True)
     (cache / DONE_MARK).write_text(str(time.time()))
     return cache

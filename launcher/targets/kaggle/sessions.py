@@ -15,7 +15,7 @@ from launcher.targets.base import TargetStatus as TS
 from launcher.targets.jobfiles import AgentStatus, agent_phase
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient, KernelSession
-from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared, KernelJob
+from launcher.targets.kaggle.handle import BundleParts, KaggleHandle, KagglePrepared, KernelJob
 from launcher.targets.kaggle.kernel import kernel_source
 from launcher.targets.kaggle.lowering import gpu_problems
 from launcher.targets.kaggle.options import KaggleOptions
@@ -34,7 +34,7 @@ def push_kernel(
 ) -> KaggleHandle:
     """Push the kernel of session `h.attempt` (the ledger hears of it first); `state` is the
     (file, sha256) of the archive in `h.state_slug`, for a resumed session."""
-    bundle_file = bundle_name(prepared.bundle_digest)
+    parts = bundle_parts(prepared)
     config: dict[str, Any] = dict(
         prepared.kernel.model_dump(),
         agent=prepared.agent.for_attempt(
@@ -43,8 +43,8 @@ def push_kernel(
         run_id=prepared.run_id,
         session=h.attempt,
         bundle_slug=h.bundle_ref.split("/")[1],
-        bundle_file=bundle_file,
-        bundle_sha256=prepared.bundle_digest,
+        bundle_file=parts.code_file,
+        bundle_sha256=parts.code[1],
         state_slug=h.state_slug if state else None,
         state_file=state[0] if state else None,
         state_sha256=state[1] if state else None,
@@ -79,8 +79,11 @@ def push_kernel(
     return h.model_copy(update={"kernel_id": pushed.kernel_id, "pushed_at": time.time()})
 
 
-def bundle_name(digest: str) -> str:
-    return f"bundle-{digest[:16]}.tar.gz"
+def bundle_parts(prepared: KagglePrepared) -> BundleParts:
+    """The parts the bundle travels in (a run prepared before the split: the whole bundle)."""
+    if prepared.parts is not None:
+        return prepared.parts
+    return BundleParts(code=(str(prepared.bundle_path), prepared.bundle_digest))
 
 
 def ended_status(h: KaggleHandle, native: KernelSession, st: AgentStatus | None) -> TS:

@@ -59,7 +59,7 @@ from launcher.targets.kaggle.client import (
     find_credentials,
     sdk_installed,
 )
-from launcher.targets.kaggle.datasets import ensure_dataset, pack_input, upload_state
+from launcher.targets.kaggle.datasets import ensure_dataset, pack_input, split_bundle, upload_state
 from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared
 from launcher.targets.kaggle.options import KaggleOptions
 from launcher.targets.kaggle.plan import make_plan, quota_left
@@ -156,6 +156,12 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             )
         kernel = sessions.kernel_job(spec, opts, self.home, self.notify)
         bundle = job_bundle(spec, self.home, self.notify)
+        parts = split_bundle(bundle.path, bundle.digest, self.home)
+        assets = (
+            (names.assets_slug(spec.name), parts.assets_file, parts.assets[1])
+            if parts.assets
+            else None
+        )
         packed = [
             pack_input(self.home, spec.name, name, Path(folder))
             for name, folder in inputs.local.items()
@@ -180,6 +186,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             kernel=kernel.model_copy(
                 update={
                     "packed": [(p.name, p.slug, p.file, p.sha256) for p in packed],
+                    "assets": assets,
                     # what only the inputs' download needs (HF_TOKEN): read from the kernel's
                     # secrets when attached, handed to the agent in a file, never in its env
                     "secrets": list(dict.fromkeys([*kernel.secrets, *inputs.fetch_only_env])),
@@ -187,6 +194,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             ),
             sources=inputs.platform,
             packed=packed,
+            parts=parts,
             accelerator=opts.accelerator if gpu else None,
             internet=opts.internet,
         )
@@ -209,17 +217,36 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
                     f"continue after it refreshes with `launch run ... --resume-from "
                     f"{prepared.run_id}`"
                 )
+        parts = sessions.bundle_parts(prepared)
         bundle_ref = ensure_dataset(
             client,
             owner,
             names.bundle_slug(prepared.job),
-            prepared.bundle_path,
-            sessions.bundle_name(prepared.bundle_digest),
+            Path(parts.code[0]),
+            parts.code_file,
             ledger,
             title=f"launch bundle {prepared.job}"[:50],
             notify=self.notify,
+            meter=self.meter,
         )
-        input_refs = [
+        if parts.assets is not None:
+            asset_refs = [
+                ensure_dataset(
+                    client,
+                    owner,
+                    names.assets_slug(prepared.job),
+                    Path(parts.assets[0]),
+                    parts.assets_file,
+                    ledger,
+                    title=f"launch assets {prepared.job}"[:50],
+                    notify=self.notify,
+                    what="bundle's big files",
+                    meter=self.meter,
+                )
+            ]
+        else:
+            asset_refs = []
+        input_refs = asset_refs + [
             ensure_dataset(
                 client,
                 owner,
@@ -230,6 +257,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
                 title=f"launch input {prepared.job} {p.name}"[:50],
                 notify=self.notify,
                 what=f"input '{p.name}'",
+                meter=self.meter,
             )
             for p in prepared.packed
         ]
@@ -277,7 +305,9 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
 
     def _ended(self, h: KaggleHandle, native: KernelSession | None) -> TS:
         """How an ended session ended (its outputs are fetched once, into a cache)."""
-        cache = outputs.fetch_outputs(self.client, h.owner, h.kernel_slug, self._cache(h))
+        cache = outputs.fetch_outputs(
+            self.client, h.owner, h.kernel_slug, self._cache(h), self.meter("download outputs")
+        )
         agent = outputs.read_status(cache)
         st = sessions.ended_status(h, native or KernelSession(status="COMPLETE"), agent)
         ran = names.seconds_between(agent.started_at, agent.ended_at) if agent else 0.0
@@ -341,8 +371,10 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         )
         if not ended:  # Kaggle saves /kaggle/working when the session ends
             return PullResult()
-        cache = outputs.fetch_outputs(self.client, h.owner, h.kernel_slug, self._cache(h))
-        return pull_tree(LocalTree(cache), dest, include=_pulled)
+        cache = outputs.fetch_outputs(
+            self.client, h.owner, h.kernel_slug, self._cache(h), self.meter("download outputs")
+        )
+        return pull_tree(LocalTree(cache), dest, include=_pulled, meter=self.meter("pull outputs"))
 
     # ---- stop / free ------------------------------------------------------------------------
 
@@ -386,7 +418,9 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
 
     def release_resource(self, kind: str, native_id: str, data: Mapping[str, Any]) -> None:
         owner, _, slug = native_id.partition("/")
-        if data.get("shared") or slug.startswith((names.BUNDLE_PREFIX, names.INPUT_PREFIX)):
+        if data.get("shared") or slug.startswith(
+            (names.BUNDLE_PREFIX, names.ASSETS_PREFIX, names.INPUT_PREFIX)
+        ):
             return  # the job's bundle or input dataset: a cache later runs reuse
         if not slug:
             return

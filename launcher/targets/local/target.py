@@ -382,7 +382,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
         root = Path(handle.root)
         if not root.is_dir():
             return PullResult()
-        return pull_tree(LocalTree(root), dest, include=_pulled)
+        return pull_tree(LocalTree(root), dest, include=_pulled, meter=self.meter("pull outputs"))
 
     # ---- stop / free ------------------------------------------------------------------------
 

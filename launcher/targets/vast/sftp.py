@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from launcher.errors import TargetError
+from launcher.progress import CountingReader
 from launcher.targets.vast.ssh import SshConn
 
 
@@ -44,7 +45,7 @@ class SftpDest:
                 for local, path in items:
                     info = tar.gettarinfo(str(local), arcname=path)
                     with local.open("rb") as f:
-                        tar.addfile(info, _Counted(f, advance) if advance else f)
+                        tar.addfile(info, CountingReader(f, advance) if advance else f)
             inp.channel.shutdown_write()
             written = out.read()
             code = out.channel.recv_exit_status()
@@ -54,18 +55,6 @@ class SftpDest:
             return cast("dict[str, str]", json.loads(written))
 
         return self.conn.retry("put", op)
-
-
-class _Counted:
-    """A file whose reads are told to `advance` (tarfile reads the content through it)."""
-
-    def __init__(self, f: BinaryIO, advance: Callable[[int], None]) -> None:
-        self.f, self.advance = f, advance
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.advance(len(data))
-        return data
 
 
 # Run by the instance's python3; paths arrive as JSON on stdin.

@@ -100,3 +100,48 @@ def test_a_job_longer_than_the_session_cap_finishes_across_two_chained_sessions(
     assert len(pushes) == 2
     assert kernels_of(sim) == []
     assert sim.datasets.find(USER, f"launch-state-hello-{rec['id'].rsplit('-', 1)[1]}-a2") is None
+
+
+def test_big_files_ride_in_their_own_dataset_and_a_code_change_uploads_only_the_code(
+    sim: KaggleSim, project: Path, kaggle_env: dict[str, str]
+) -> None:
+    import hashlib
+    import os
+
+    weights = os.urandom(3 << 20)
+    (project / "workloads" / "hello" / "hello" / "weights.bin").write_bytes(weights)
+    (project / "jobs" / "assets.yaml").write_text(
+        "name: assets\nimage: hello\nworkload: workloads/hello\n"
+        "run: python3 -c \"import hashlib, os; open(os.environ['LAUNCH_OUTPUT_DIR'] + "
+        "'/seen.txt', 'w').write(hashlib.sha256(open('hello/weights.bin', 'rb').read())"
+        '.hexdigest())"\n'
+        "resources: {gpu: {count: 0}, disk_gb: 1}\nlimits: {max_hours: 1, grace_seconds: 5}\n"
+    )
+    args = ("run", "jobs/assets.yaml", "--target", "kaggle")
+    first = launch(project, kaggle_env, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "uploaded the bundle as private dataset alice/launch-bundle-assets" in first.stderr
+    assert (
+        "uploaded the bundle's big files as private dataset alice/launch-assets-assets"
+        in first.stderr
+    )
+    seen = Path(record(project, kaggle_env)["output_dir"]) / "outputs" / "seen.txt"
+    assert seen.read_text() == hashlib.sha256(weights).hexdigest()  # unpacked beside the code
+
+    train = project / "workloads" / "hello" / "hello" / "train.py"
+    train.write_text(train.read_text() + "\n# changed for the test\n")
+    before = sim.bytes_uploaded
+    second = launch(project, kaggle_env, *args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    sent = sim.bytes_uploaded - before
+    assert "the code changed: uploaded a new version of dataset alice/launch-bundle-assets" in (
+        second.stderr
+    )
+    assert "bundle's big files unchanged: reusing dataset alice/launch-assets-assets" in (
+        second.stderr
+    )
+    assert 0 < sent < 200_000, sent  # the code, not the 3 MB of weights again
+    seen = Path(record(project, kaggle_env)["output_dir"]) / "outputs" / "seen.txt"
+    assert seen.read_text() == hashlib.sha256(weights).hexdigest()
+    assert sim.datasets.find(USER, "launch-assets-assets") is not None  # kept: a cache
+    assert kernels_of(sim) == []
