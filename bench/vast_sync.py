@@ -7,8 +7,9 @@ key, then measures, interleaved in the same process run:
 1. Pull of one 256 MB file (random bytes, made on the instance): our path, `pull_tree` over
    `ShellTree` (one exec channel lists, one sends: the instance's python3 hashes what it
    sends; sha256 here while writing, compared; synced and atomic install), against `scp`
-   (OpenSSH) of the same file from the same sshd with the same key. Reported as MB/s each and ours/scp (goal >= 0.7); also, for reference, the
-   file read through paramiko's SFTP subsystem alone.
+   (OpenSSH) of the same file from the same sshd with the same key. Reported as MB/s each
+   and ours/scp (goal >= 0.7); also, for reference, the file read through paramiko's SFTP
+   subsystem alone.
 2. Re-upload by manifest diff: a 100-file, 50 MB workload pushed with `push_tree` over
    `SftpDest`, then again after one file changed: bytes sent as % of the full upload
    (goal < 5%).
