@@ -253,6 +253,17 @@ class SshConn:
 
         return self.retry("run", op)
 
+    def exec_channel(self, cmd: str, *, timeout: float = 120.0) -> paramiko.Channel:
+        """A session channel running `cmd`, for callers that stream through it themselves; a
+        read or write that stalls `timeout` seconds raises (socket.timeout, an OSError)."""
+        transport = self.connect().get_transport()
+        if transport is None:
+            raise EOFError("the ssh connection closed")
+        chan = transport.open_session(timeout=30)
+        chan.settimeout(timeout)
+        chan.exec_command(cmd)
+        return chan
+
     def check(self, cmd: str, *, timeout: float = 120.0, stdin: bytes | None = None) -> str:
         code, out, err = self.run(cmd, timeout=timeout, stdin=stdin)
         if code != 0:

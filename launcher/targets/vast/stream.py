@@ -92,13 +92,7 @@ class ShellTree:
             chan.close()
 
     def _open(self, mode: str) -> paramiko.Channel:
-        transport = self.conn.connect().get_transport()
-        if transport is None:
-            raise EOFError("the ssh connection closed")
-        chan = transport.open_session(timeout=30)
-        chan.settimeout(120)  # a stalled connection raises (an OSError) instead of hanging
-        chan.exec_command(self._cmd(mode))
-        return chan
+        return self.conn.exec_channel(self._cmd(mode), timeout=120)
 
 
 def _body(frames: _Frames, size: int, arriving: Arriving) -> Iterator[bytes]:

@@ -61,11 +61,22 @@ def test_reupload_after_one_changed_file_sends_only_that_file(
         # a file damaged on the instance is found by its hash and sent again
         conn.check("printf x >> /workspace/push-test/part5/f050.bin")
         assert push_tree(tree_files(local), dest).sent == ["part5/f050.bin"]
+        # names with spaces and non-ASCII, and an empty file, travel as they are
+        (local / "odd dir ü").mkdir()
+        (local / "odd dir ü" / "naïve 名前.txt").write_text("grüße")
+        (local / "empty.txt").write_bytes(b"")
+        odd = push_tree(tree_files(local), dest)
+        assert sorted(odd.sent) == ["empty.txt", "odd dir ü/naïve 名前.txt"]
+        assert conn.check("cat '/workspace/push-test/odd dir ü/naïve 名前.txt'") == "grüße"
+        conn.check(
+            "test -f /workspace/push-test/empty.txt && test ! -s /workspace/push-test/empty.txt"
+        )
+        assert not conn.check("find /workspace/push-test -name '*.launch-tmp'")
         # and back, in one stream, each file checked against the sender's hash of what it sent
         conn.check("head -c 3000001 /dev/urandom > /workspace/push-test/part0/big.bin")
         back = tmp_path / "back"
         pulled = pull_tree(ShellTree(conn, "/workspace/push-test"), back)
-        assert len(pulled.copied) == 101 and not pulled.changed_during_copy
+        assert len(pulled.copied) == 103 and not pulled.changed_during_copy
         for rel in ("part0/big.bin", "part5/f050.bin"):
             theirs = conn.check(f"sha256sum /workspace/push-test/{rel}").split()[0]
             assert sha256_file(back / rel) == theirs
