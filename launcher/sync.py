@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -125,10 +126,14 @@ class FileTree(ABC):
     def fetch(self, files: list[RemoteFile]) -> Generator[Arriving]:
         for rf in files:
             arriving = Arriving(path=rf.path, file=rf)
-            arriving.chunks = self._chunks(rf, arriving)
-            yield arriving
+            chunks = self._chunks(rf, arriving)
+            arriving.chunks = chunks
+            try:
+                yield arriving
+            finally:
+                chunks.close()  # a pull that stopped mid-file closes the file it was reading
 
-    def _chunks(self, rf: RemoteFile, arriving: Arriving) -> Iterator[bytes]:
+    def _chunks(self, rf: RemoteFile, arriving: Arriving) -> Generator[bytes]:
         try:
             with self.open(rf.path) as f:
                 while chunk := f.read(CHUNK):
@@ -368,24 +373,24 @@ def pull_tree(
         return result
     if first is not None:
         todo.sort(key=lambda f: not first(f.path))  # stable: path order otherwise
-    installer = _Installer(base, record, result)
+    installer = _Installer(base, record, record_path, result)
     if meter is not None:
         meter.start(sum(f.size for f in todo), len(todo))
     try:
         with contextlib.closing(src.fetch(todo)) as arriving:
             for one in arriving:
                 installer.receive(one, meter)
-    finally:
+        installer.flush()
+    except BaseException:
         # Whatever arrived verified is installed and recorded even when a later file failed or
-        # the connection dropped: the next pull does not fetch it again.
-        try:
+        # the connection dropped: the next pull does not fetch it again. The first error is
+        # the one to report, not one of this cleanup.
+        with contextlib.suppress(Exception):
             installer.flush()
-        finally:
-            if installer.dirty:
-                _sync_files([base])  # the renames, before the record names their files
-                atomic_write_text(record_path, record.model_dump_json(indent=1) + "\n")
-            if meter is not None:
-                meter.finish()
+        raise
+    finally:
+        if meter is not None:
+            meter.finish()
     return result
 
 
@@ -417,12 +422,13 @@ class _Installer:
     arrive, which is the listing's (sorted, a folder at a time): creating files a folder at a
     time was twice as fast on ext4 as hopping between folders."""
 
-    def __init__(self, dest: str, record: _PullRecord, result: PullResult) -> None:
-        self.dest, self.record, self.result = dest, record, result
+    def __init__(
+        self, dest: str, record: _PullRecord, record_path: Path, result: PullResult
+    ) -> None:
+        self.dest, self.record, self.record_path, self.result = dest, record, record_path, result
         self.pending: list[_Pending] = []
         self.pending_bytes = 0
         self.made: set[str] = set()
-        self.dirty = False
 
     def receive(self, one: Arriving, meter: Meter | None) -> None:
         if one.file is None:  # gone before it could be sent
@@ -473,9 +479,9 @@ class _Installer:
         return True
 
     def flush(self) -> None:
-        """Make the batch durable, then rename it into place. (`pull_tree` syncs once more
-        before the record names the files: after a crash a recorded file is never an
-        unsynced one.)"""
+        """Make the batch durable, rename it into place, make the renames durable, then record
+        it: after a crash a recorded file is never an unsynced one, and a pull killed after a
+        batch does not fetch that batch again."""
         if not self.pending:
             return
         batch, self.pending, self.pending_bytes = self.pending, [], 0
@@ -486,18 +492,21 @@ class _Installer:
                 for p in batch:
                     os.replace(p.tmp, p.local)
                     done += 1
-                    self.record.files[p.file.path] = _Pulled.model_construct(
-                        size=p.file.size, mtime_ns=p.file.mtime_ns, sha256=p.sha256
-                    )
-                    self.result.copied.append(p.file.path)
-                    self.result.bytes_copied += p.file.size
-                    self.dirty = True
+                _sync_files(sorted({os.path.dirname(p.local) for p in batch}))
             except OSError as e:
                 raise PullError(f"cannot install pulled files under {self.dest}: {e}") from e
         finally:
             for p in batch[done:]:  # those a failure left uninstalled
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p.tmp)
+            for p in batch[:done]:
+                self.record.files[p.file.path] = _Pulled.model_construct(
+                    size=p.file.size, mtime_ns=p.file.mtime_ns, sha256=p.sha256
+                )
+                self.result.copied.append(p.file.path)
+                self.result.bytes_copied += p.file.size
+            if done:
+                _save_record(self.record_path, self.record)
 
 
 def _write_chunks(
@@ -564,11 +573,20 @@ def _syncfs() -> Callable[[int], int] | None:
 
 
 def _load_record(path: Path) -> _PullRecord:
+    # The stdlib's json both ways: it keeps a non-UTF-8 file name (a lone surrogate) as the
+    # same escape, where pydantic's JSON would turn it into U+FFFD and never match it again.
     try:
-        return _PullRecord.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError):
+        return _PullRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError):
         # A missing or damaged record only costs a full re-pull; never fail over it.
         return _PullRecord()
+
+
+def _save_record(path: Path, record: _PullRecord) -> None:
+    try:
+        atomic_write_text(path, json.dumps(record.model_dump(), indent=1) + "\n")
+    except OSError as e:
+        raise PullError(f"cannot write {path}: {e}") from e
 
 
 def _safe_parts(path: str) -> tuple[str, ...]:

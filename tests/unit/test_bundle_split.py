@@ -77,3 +77,26 @@ def test_a_bundle_without_big_files_travels_whole(tmp_path: Path) -> None:
     b = build_bundle(workload(tmp_path / "w", b"small"), tmp_path / "cache", {"job.json": b"{}"})
     parts = split_bundle(b.path, b.digest, tmp_path / "home")
     assert parts.assets is None and parts.code == (str(b.path), b.digest)
+
+
+def test_a_run_prepared_before_the_split_still_pushes_its_whole_bundle() -> None:
+    """A run stored by an older launcher (no `parts`, no kernel `assets`) resumes unchanged:
+    the whole bundle, under the file name it was uploaded with."""
+    import json
+
+    from launcher.targets.kaggle.handle import KagglePrepared
+    from launcher.targets.kaggle.sessions import bundle_parts
+
+    stored = {
+        "run_id": "hello-abc123",
+        "bundle_path": "/home/u/.launch/bundles/abc.tar.gz",
+        "bundle_digest": "ab" * 32,
+        "agent": {"command": "python3 -m hello.train"},
+        "job": "hello",
+        "kernel": {"session_s": 3600.0, "safety_s": 60.0},
+    }
+    prepared = KagglePrepared.model_validate_json(json.dumps(stored))
+    parts = bundle_parts(prepared)
+    assert parts.code == ("/home/u/.launch/bundles/abc.tar.gz", "ab" * 32)
+    assert parts.code_file == f"bundle-{'ab' * 8}.tar.gz" and parts.assets is None
+    assert prepared.kernel.assets is None

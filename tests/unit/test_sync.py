@@ -327,3 +327,72 @@ def test_push_whose_copy_arrives_damaged_raises(tmp_path: Path) -> None:
     write(local, "a.bin", b"payload")
     with pytest.raises(PushVerifyError, match="a.bin"):
         push_tree(tree_files(local), _Corrupting(tmp_path / "far"))
+
+
+def test_first_files_lead_and_arrive_even_when_the_pull_breaks_after_them(tmp_path: Path) -> None:
+    """What `first` is for: a metrics snapshot installed before the checkpoint that needs it,
+    though 'checkpoints/' sorts before 'logs/'."""
+    src = tmp_path / "remote"
+    write(src, "checkpoints/ckpt-3.bin", os.urandom(1000))
+    write(src, "logs/checkpoint-metrics/ckpt-3.jsonl", '{"epoch": 3}\n')
+    opened: list[str] = []
+
+    class BreaksOnCheckpoints(LocalTree):
+        def open(self, path: str) -> AbstractContextManager[BinaryIO]:
+            opened.append(path)
+            if path.startswith("checkpoints/"):
+                raise ConnectionResetError("dropped")
+            return super().open(path)
+
+    dest = tmp_path / "home"
+    with pytest.raises(ConnectionResetError):
+        pull_tree(
+            BreaksOnCheckpoints(src),
+            dest,
+            first=lambda p: p.startswith("logs/checkpoint-metrics/"),
+        )
+    assert opened == ["logs/checkpoint-metrics/ckpt-3.jsonl", "checkpoints/ckpt-3.bin"]
+    assert (dest / "logs" / "checkpoint-metrics" / "ckpt-3.jsonl").is_file()
+    assert not (dest / "checkpoints").exists() or not any((dest / "checkpoints").iterdir())
+    again = pull_tree(LocalTree(src), dest)
+    assert again.copied == ["checkpoints/ckpt-3.bin"] and again.skipped_unchanged == 1
+
+
+def test_batches_are_installed_and_recorded_as_they_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import launcher.sync as sync_mod
+
+    monkeypatch.setattr(sync_mod, "_BATCH_FILES", 2)
+    src = tmp_path / "remote"
+    for i in range(6):
+        write(src, f"out/f{i}.txt", f"file {i}\n")
+
+    class DiesAtTheFifth(LocalTree):
+        def open(self, path: str) -> AbstractContextManager[BinaryIO]:
+            if path == "out/f4.txt":
+                # the record already names the first batch when a pull dies mid-way
+                on_disk = json.loads((dest / RECORD_NAME).read_text())["files"]
+                assert sorted(on_disk) == ["out/f0.txt", "out/f1.txt", "out/f2.txt", "out/f3.txt"]
+                raise KeyboardInterrupt
+            return super().open(path)
+
+    dest = tmp_path / "home"
+    with pytest.raises(KeyboardInterrupt):
+        pull_tree(DiesAtTheFifth(src), dest)
+    assert leftovers(dest) == []
+    again = pull_tree(LocalTree(src), dest)
+    assert again.copied == ["out/f4.txt", "out/f5.txt"] and again.skipped_unchanged == 4
+
+
+def test_a_name_that_is_not_utf8_is_pulled_once(tmp_path: Path) -> None:
+    src = tmp_path / "remote"
+    src.mkdir()
+    odd = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes: a lone surrogate in Python
+    (src / odd).write_text("latin-1 name")
+    write(src, "plain.txt", "plain")
+    dest = tmp_path / "home"
+    assert sorted(pull_tree(LocalTree(src), dest).copied) == sorted([odd, "plain.txt"])
+    assert (dest / odd).read_text() == "latin-1 name"
+    again = pull_tree(LocalTree(src), dest)
+    assert again.copied == [] and again.skipped_unchanged == 2

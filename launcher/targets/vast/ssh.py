@@ -260,8 +260,12 @@ class SshConn:
         if transport is None:
             raise EOFError("the ssh connection closed")
         chan = transport.open_session(timeout=30)
-        chan.settimeout(timeout)
-        chan.exec_command(cmd)
+        try:
+            chan.settimeout(timeout)
+            chan.exec_command(cmd)
+        except BaseException:
+            chan.close()
+            raise
         return chan
 
     def check(self, cmd: str, *, timeout: float = 120.0, stdin: bytes | None = None) -> str:

@@ -31,9 +31,12 @@ from launcher.sync import Arriving, RemoteFile
 from launcher.targets.vast.ssh import SshConn
 
 _RECV = 1 << 20
-_HEAD = struct.Struct(">BQQ")  # 0 then size and mtime_ns; or a lone 1: gone
+_HEAD = struct.Struct(
+    ">BQq"
+)  # 0 then size and mtime_ns (before 1970: negative); or a lone 1: gone
 _LEN = struct.Struct(">Q")
 _TAIL = 33  # sha256 digest + 1 (unchanged while sent) or 0
+_SENT, _GONE = b"\0", b"\1"
 
 
 class StreamDroppedError(EOFError):
@@ -77,9 +80,15 @@ class ShellTree:
             chan.shutdown_write()
             frames = _Frames(chan)
             for f in files:
-                if frames.exact(1) != b"\0":
+                kind = frames.exact(1)
+                if kind == _GONE:
                     yield Arriving(path=f.path, file=None)
                     continue
+                if kind != _SENT:
+                    raise TargetError(
+                        f"the instance's file stream is out of step at {f.path} "
+                        f"(frame byte {kind!r}): something else wrote to the sender's output"
+                    )
                 _zero, size, mtime_ns = _HEAD.unpack(b"\0" + frames.exact(_HEAD.size - 1))
                 arriving = Arriving(
                     path=f.path, file=RemoteFile(path=f.path, size=size, mtime_ns=mtime_ns)
@@ -117,6 +126,9 @@ class _Frames:
             return got
         # The sender failing says why on stderr and exits non-zero; a session killed with the
         # connection (sshd gone, network cut) leaves no reason: that one is worth a retry.
+        # sshd sends the end of output before the exit status: wait for it (a dropped
+        # connection closes the channel, which ends the wait too).
+        self.chan.status_event.wait(10)
         err = b""
         while self.chan.recv_stderr_ready():
             err += self.chan.recv_stderr(65536)
@@ -203,7 +215,7 @@ def send(path):
         if not stat.S_ISREG(st.st_mode):
             out.write(b"\1")
             return
-        out.write(struct.pack(">BQQ", 0, st.st_size, st.st_mtime_ns))
+        out.write(struct.pack(">BQq", 0, st.st_size, st.st_mtime_ns))
         left, h = st.st_size, hashlib.sha256()
         while left > 0:
             block = f.read(min(left, 1 << 20))

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from launcher.errors import TargetError
 from launcher.sim.vast import VastSim
-from launcher.sync import RECORD_NAME, pull_tree, sha256_file
+from launcher.sync import RECORD_NAME, RemoteFile, pull_tree, sha256_file
 from launcher.targets.base import Phase
 from launcher.targets.vast.client import VastInstance
 from launcher.targets.vast.ssh import TRANSIENT, SshConn, ensure_key
@@ -92,7 +93,7 @@ def test_stream_pull_of_odd_names_links_empty_files_and_removals(
             "printf 'grüße' > 'with space/ünïcødé/naïve 名前.txt' && "
             ": > logs/empty.log && head -c 3000001 /dev/urandom > big.bin && "
             'for i in $(seq 1 300); do printf "line $i" > logs/f$i.txt; done && '
-            "printf secret > /root/outside.txt && "
+            "printf secret > /root/outside.txt && printf old > old.txt && touch -d @-100 old.txt && "
             "ln -s big.bin best.bin && ln -s /root/outside.txt escape.txt && "
             "ln -s ../../etc/passwd up.txt && ln -s logs logs-link && ln -s nowhere dangling"
         )
@@ -106,6 +107,13 @@ def test_stream_pull_of_odd_names_links_empty_files_and_removals(
         assert (dest / "with space" / "ünïcødé" / "naïve 名前.txt").read_text() == "grüße"
         for name in ("escape.txt", "up.txt", "logs-link", "dangling"):
             assert not (dest / name).exists(), name  # nothing from outside, no loops
+        assert not (dest / "empty-dir").exists()  # folders come home with their files
+        assert (dest / "old.txt").stat().st_mtime_ns == -100 * 10**9  # dated before 1970
+        # a file gone between the listing and its turn in the stream: reported, not an error
+        gone = RemoteFile(path="logs/never-there.txt", size=3, mtime_ns=0)
+        tree = ShellTree(conn, ROOT)
+        arrived = list(tree.fetch([gone, *[f for f in tree.list_files() if f.path == "old.txt"]]))
+        assert [a.file is None for a in arrived] == [True, False]
         assert not leftovers(dest)
 
         # nothing changed: nothing moves; one changed: only it moves
@@ -190,3 +198,16 @@ def test_stream_cut_by_a_dropped_connection_resumes(
         digest = hashlib.sha256((dest / "m-big.bin").read_bytes()).hexdigest()
         assert digest == remote_sums(conn)["m-big.bin"]
         assert os.path.getsize(dest / "m-big.bin") == 60_000_000
+
+
+def test_a_sender_that_fails_says_why_and_is_not_taken_for_a_dropped_connection(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
+) -> None:
+    class Broken(ShellTree):
+        def _cmd(self, mode: str) -> str:  # what a far side without a working python3 does
+            return "echo 'python3: cannot open shared object file' >&2; exit 127"
+
+    with instance(target, vast_sim, base_image, tmp_path, launch_home) as (conn, _iid):
+        with pytest.raises(TargetError, match="cannot open shared object file") as info:
+            pull_tree(Broken(conn, ROOT), tmp_path / "home")
+        assert not isinstance(info.value, TRANSIENT)
