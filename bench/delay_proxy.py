@@ -46,8 +46,11 @@ class DelayProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(self._pipe(reader, up_w), self._pipe(up_r, writer))
+        except asyncio.CancelledError:  # shutting down: end quietly (asyncio logs a cancelled
+            writer.close()  # connection handler as an error)
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()

@@ -5,7 +5,8 @@ this script, every case interleaved with its baseline (same sshd, same key), med
 
 - first pull of 2,000 files of 8 KB in 20 folders (tensorboard events, per-video outputs, label
   files): `pull_tree` over `ShellTree` (what `launch pull` does) against `rsync -a -e ssh`;
-- the same through a delay proxy adding 20 ms of round trip (a host far away), both through it;
+- the same through a delay proxy adding 20 ms of round trip (a host far away), both through it,
+  and the 256 MB file below through it too;
 - a pull when nothing changed, and when one file changed (each side sees the same change);
 - one 256 MB file against `scp`;
 - 20,000 files of 1 KB against `rsync -a` (goal: under 5 s);
@@ -55,6 +56,13 @@ def make_files(conn: SshConn, root: str, count: int, size: int, folders: int) ->
         f"    open(d + '/f%05d.bin' % i, 'wb').write(os.urandom({size}))\n"
     )
     conn.check(f'python3 -c "{make}"', timeout=600)
+
+
+def scp_base(key: Path, port: int) -> list[str]:
+    return [
+        "scp", "-q", "-i", str(key), "-P", str(port), "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
 
 
 class Bench:
@@ -167,6 +175,17 @@ def run_cases(conn: SshConn, key: Path, work: Path, runs: int) -> list[str]:
         far = SshConn("127.0.0.1", proxy.port, key, host_key=conn.host_key)
         far.connect()
         try:
+            far_scp = [*scp_base(key, proxy.port)]
+            b.case(
+                "one 256 MB file, +20 ms RTT",
+                "scp     ",
+                lambda: subprocess.run(
+                    [*far_scp, f"root@127.0.0.1:{BIG}/big.bin", str(b.fresh("scp-far.bin"))],
+                    check=True,
+                ),
+                lambda: pull(BIG, b.fresh("ours-big-far"), via=far, files=1),
+                goal="(keep >= 1)",
+            )
             b.case(
                 "first pull, 2,000 x 8 KB, +20 ms RTT",
                 "rsync -a",
@@ -199,10 +218,7 @@ def run_cases(conn: SshConn, key: Path, work: Path, runs: int) -> list[str]:
         before=change_one,
         goal="(keep >= 1)",
     )
-    scp = [
-        "scp", "-q", "-i", str(key), "-P", str(conn.port), "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-    ]  # fmt: skip
+    scp = scp_base(key, conn.port)
     b.case(
         "one 256 MB file",
         "scp     ",

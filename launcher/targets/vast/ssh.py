@@ -110,6 +110,11 @@ class _PinPolicy(paramiko.MissingHostKeyPolicy):
 _FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
+# A stream channel's receive window. paramiko's 2 MB lets at most 2 MB be in flight: from a
+# host 150 ms away that caps a pull at ~13 MB/s whatever the link; 16 MB lifts it to ~100 MB/s.
+STREAM_WINDOW = 16 << 20
+
+
 # NOTE: paramiko starting a re-key itself (after 512 MB) while a session channel streams to us
 # races its own window adjustments and fails with "Key-exchange timed out" (paramiko#822; seen
 # here on the third 256 MB pull). The server still re-keys when its limits say so, and paramiko
@@ -259,7 +264,7 @@ class SshConn:
         transport = self.connect().get_transport()
         if transport is None:
             raise EOFError("the ssh connection closed")
-        chan = transport.open_session(timeout=30)
+        chan = transport.open_session(timeout=30, window_size=STREAM_WINDOW)
         try:
             chan.settimeout(timeout)
             chan.exec_command(cmd)
