@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,37 +13,16 @@ import pytest
 from launcher.errors import TargetError
 from launcher.sim.vast import VastSim
 from launcher.sync import RECORD_NAME, RemoteFile, pull_tree, sha256_file
-from launcher.targets.base import Phase
-from launcher.targets.vast.client import VastInstance
-from launcher.targets.vast.ssh import TRANSIENT, SshConn, ensure_key
+from launcher.targets.vast.ssh import TRANSIENT, SshConn
 from launcher.targets.vast.stream import ShellTree
 from launcher.targets.vast.target import VastTarget
 from tests.sim import vast_fixtures
-from tests.targets.vast.test_vast_target import Run, target
+from tests.targets.vast.test_vast_target import instance, target
 
 vast_sim = vast_fixtures.vast_sim
 __all__ = ["target"]  # the fixture, imported for pytest
 
 ROOT = "/workspace/run"
-
-
-@contextmanager
-def instance(
-    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, home: Path
-) -> Iterator[tuple[SshConn, int]]:
-    run = Run(target, base_image, tmp_path, "run=sleep 120")
-    run.drive({Phase.RUNNING})
-    handle = run.handle
-    row = vast_sim.instance(handle.instance_id)
-    assert row is not None
-    addr = VastInstance.model_validate(row).ssh_address()
-    assert addr is not None
-    conn = SshConn(*addr, ensure_key(home)[0], host_key=handle.host_key)
-    try:
-        yield conn, handle.instance_id
-    finally:
-        conn.close()
-        target.cleanup(handle)
 
 
 class Trigger:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from launcher.spec import load_spec
 from launcher.state import AttemptEnd, RunStatus
 from launcher.store import RunStore
 from launcher.targets.base import AttemptSpec, Phase, TargetStatus
-from launcher.targets.vast.client import VastClient
+from launcher.targets.vast.client import VastClient, VastInstance
 from launcher.targets.vast.offers import offer_query
 from launcher.targets.vast.options import VastOptions
-from launcher.targets.vast.ssh import HostKeyChangedError
+from launcher.targets.vast.ssh import HostKeyChangedError, SshConn, ensure_key
 from launcher.targets.vast.target import VastTarget
 from tests.conftest import REPO
 from tests.sim import vast_fixtures
@@ -326,3 +327,24 @@ def test_an_interruptible_run_records_the_price_it_really_pays(
     assert planned.name == str(handle.offer_id)
     assert planned.price_per_hour == pytest.approx(row["dph_total"], abs=1e-4)
     target.cleanup(handle)
+
+
+@contextmanager
+def instance(
+    target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, home: Path
+) -> Iterator[tuple[SshConn, int]]:
+    """A running job's instance and an SSH connection to it as the target makes one (pinned
+    host key, the launcher's key); the instance is released at the end."""
+    run = Run(target, base_image, tmp_path, "run=sleep 120")
+    run.drive({Phase.RUNNING})
+    handle = run.handle
+    row = vast_sim.instance(handle.instance_id)
+    assert row is not None
+    addr = VastInstance.model_validate(row).ssh_address()
+    assert addr is not None
+    conn = SshConn(*addr, ensure_key(home)[0], host_key=handle.host_key)
+    try:
+        yield conn, handle.instance_id
+    finally:
+        conn.close()
+        target.cleanup(handle)

@@ -17,7 +17,7 @@ from launcher.targets.vast.stream import ShellTree
 from launcher.targets.vast.target import VastTarget
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import Instances
-from tests.targets.vast.test_vast_target import Run, target
+from tests.targets.vast.test_vast_target import Run, instance, target
 
 vast_sim = vast_fixtures.vast_sim
 instances = vast_fixtures.instances
@@ -27,15 +27,7 @@ __all__ = ["target"]  # the fixture, imported for pytest
 def test_reupload_after_one_changed_file_sends_only_that_file(
     target: VastTarget, vast_sim: VastSim, base_image: str, tmp_path: Path, launch_home: Path
 ) -> None:
-    run = Run(target, base_image, tmp_path, "run=sleep 60")
-    run.drive({Phase.RUNNING})
-    handle = run.handle
-    row = vast_sim.instance(handle.instance_id)
-    assert row is not None
-    addr = VastInstance.model_validate(row).ssh_address()
-    assert addr is not None
-    conn = SshConn(*addr, ensure_key(launch_home)[0], host_key=handle.host_key)
-    try:
+    with instance(target, vast_sim, base_image, tmp_path, launch_home) as (conn, _iid):
         local = tmp_path / "workload"
         for i in range(100):  # 100 files, 20 MB
             path = local / f"part{i // 10}" / f"f{i:03d}.bin"
@@ -81,9 +73,6 @@ def test_reupload_after_one_changed_file_sends_only_that_file(
             theirs = conn.check(f"sha256sum /workspace/push-test/{rel}").split()[0]
             assert sha256_file(back / rel) == theirs
         assert (back / "part0" / "big.bin").stat().st_size == 3000001
-    finally:
-        conn.close()
-        target.cleanup(handle)
 
 
 def test_job_inputs_are_uploaded_to_the_input_dir(
