@@ -22,7 +22,6 @@ real rental the download comes from a datacenter's link and the upload from the 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -41,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.vast_sync import KEY, machine, rent, report  # noqa: E402
+from bench.vast_sync import KEY, bench_args, machine, rent, report  # noqa: E402
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import push_tree, tree_files  # noqa: E402
 from launcher.targets.vast.sftp import SftpDest  # noqa: E402
@@ -99,13 +98,8 @@ def upload(conn: SshConn, folder: Path, remote: str) -> tuple[float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = bench_args(__doc__)
     parser.add_argument("--mb", type=int, default=500)
-    parser.add_argument(
-        "--base-image", default=os.environ.get("LAUNCH_TEST_BASE_IMAGE", "launch-base:local")
-    )
-    parser.add_argument("--append", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     rows: dict[str, list[tuple[float, int]]] = {
         k: [] for k in ("up1", "up2", "down1", "down2", "scp")

@@ -20,7 +20,6 @@ Each line ends with the speed ratio, baseline seconds / ours: 1.00x or more is a
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.delay_proxy import DelayProxy  # noqa: E402
-from bench.vast_sync import KEY, machine, rent, report  # noqa: E402
+from bench.vast_sync import KEY, bench_args, machine, rent, report  # noqa: E402
 from launcher.sim.vast import VastSim  # noqa: E402
 from launcher.sync import pull_tree, push_tree, tree_files  # noqa: E402
 from launcher.targets.vast.sftp import SftpDest  # noqa: E402
@@ -118,13 +117,7 @@ class Bench:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--base-image", default=os.environ.get("LAUNCH_TEST_BASE_IMAGE", "launch-base:local")
-    )
-    parser.add_argument("--append", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args()
+    args = bench_args(__doc__).parse_args()
     for tool in ("rsync", "scp"):
         if shutil.which(tool) is None:
             raise SystemExit(f"transfers.py: {tool} is missing here (apt-get install {tool})")

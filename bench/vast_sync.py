@@ -58,6 +58,17 @@ def machine() -> str:
     return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, {system})"
 
 
+def bench_args(doc: str | None) -> argparse.ArgumentParser:
+    """The options every emulated-instance bench has: --runs, --base-image, --append."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--base-image", default=os.environ.get("LAUNCH_TEST_BASE_IMAGE", "launch-base:local")
+    )
+    parser.add_argument("--append", action="store_true", help="append to bench/RESULTS.md")
+    return parser
+
+
 def report(lines: list[str], append: bool) -> None:
     """Print a result block; with `append`, add it to bench/RESULTS.md too."""
     text = "\n".join(lines)
@@ -155,13 +166,7 @@ def reupload(conn: SshConn, work: Path) -> tuple[int, int, float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--base-image", default=os.environ.get("LAUNCH_TEST_BASE_IMAGE", "launch-base:local")
-    )
-    parser.add_argument("--append", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args()
+    args = bench_args(__doc__).parse_args()
     if shutil.which("scp") is None:
         die("OpenSSH's scp is missing (apt-get install openssh-client)")
     if subprocess.run(

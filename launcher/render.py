@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from launcher.progress import Meter, NullMeter, PlainMeter, human_bytes
+from launcher.progress import Meter, NullMeter, PlainMeter, summary
 from launcher.state import AttemptEnd, RunRecord, RunStatus, utcnow
 from launcher.targets.base import LogLine, TargetStatus
 
@@ -73,6 +73,14 @@ class ConsoleReporter:
         if not self.quiet:
             self.err.print(f"[cyan]›[/] {escape(message)}")
 
+    def pause_spinner(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+    def resume_spinner(self) -> None:
+        if self._status is not None:
+            self._status.start()
+
     def meter(self, what: str) -> Meter:
         if self.quiet:
             return NullMeter()
@@ -118,9 +126,7 @@ class _RichMeter:
             TransferSpeedColumn,
         )
 
-        spinner = self.reporter._status  # pyright: ignore[reportPrivateUsage]
-        if spinner is not None:
-            spinner.stop()
+        self.reporter.pause_spinner()
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -139,14 +145,8 @@ class _RichMeter:
             return
         self.bar.stop()
         self.bar = None
-        took = time.monotonic() - self.t0
-        self.reporter.note(
-            f"{self.what}: {human_bytes(self.done)} in {took:.1f} s "
-            f"({human_bytes(self.done / max(took, 1e-9))}/s)"
-        )
-        spinner = self.reporter._status  # pyright: ignore[reportPrivateUsage]
-        if spinner is not None:
-            spinner.start()
+        self.reporter.note(summary(self.what, self.done, time.monotonic() - self.t0))
+        self.reporter.resume_spinner()
 
 
 def _ago(at: datetime) -> str:

@@ -553,13 +553,7 @@ def _sync_files(paths: list[str]) -> None:
         finally:
             os.close(fd)
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass  # a folder some filesystems will not fsync
-        finally:
-            os.close(fd)
+        _fsync_path(path)
 
 
 @functools.cache
@@ -632,7 +626,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync_path(path.parent)  # the rename itself
 
 
 def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
@@ -640,10 +634,11 @@ def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform/filesystem allows opening a dir.
+def _fsync_path(path: str | Path) -> None:
+    # A file's data, or a folder's renames, made durable; not every platform/filesystem allows
+    # opening or fsyncing a folder.
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:

@@ -29,11 +29,11 @@ from pathlib import Path
 from launcher.errors import TargetError
 from launcher.inputs import pack_folder
 from launcher.progress import MeterFactory, human_bytes
-from launcher.sync import sha256_file
+from launcher.sync import atomic_write_text, sha256_file
 from launcher.targets.base import Ledger
 from launcher.targets.kaggle import handle as names
 from launcher.targets.kaggle.client import KaggleClient
-from launcher.targets.kaggle.handle import BundleParts, PackedInput
+from launcher.targets.kaggle.handle import BundleParts, PackedInput, part_file
 
 READY_TIMEOUT_S = 600.0  # Kaggle processes a new version before kernels can mount it
 ASSET_MIN = 1 << 20  # bundle files this big go to the assets dataset
@@ -62,12 +62,10 @@ def split_bundle(bundle: Path, digest: str, home: Path) -> BundleParts:
             code = _subset(tar, [m for m in members if m not in big], folder)
             assets = _subset(tar, big, folder)
             parts = BundleParts(
-                code=_keep(code, folder / f"bundle-{code[1][:16]}.tar.gz"),
-                assets=_keep(assets, folder / f"assets-{assets[1][:16]}.tar.gz"),
+                code=_keep(code, folder / part_file("bundle", code[1])),
+                assets=_keep(assets, folder / part_file("assets", assets[1])),
             )
-    tmp = done.with_name(f".parts.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(parts.model_dump_json())
-    os.replace(tmp, done)
+    atomic_write_text(done, parts.model_dump_json())
     return parts
 
 

@@ -115,11 +115,17 @@ class BundleParts(BaseModel):
 
     @property
     def code_file(self) -> str:
-        return f"bundle-{self.code[1][:16]}.tar.gz"
+        return part_file("bundle", self.code[1])
 
     @property
     def assets_file(self) -> str:
-        return f"assets-{self.assets[1][:16]}.tar.gz" if self.assets else ""
+        return part_file("assets", self.assets[1]) if self.assets else ""
+
+
+def part_file(kind: str, sha256: str) -> str:
+    """A bundle part's file name in its dataset: named for its content, so whether Kaggle
+    already holds it is read from the dataset's file list."""
+    return f"{kind}-{sha256[:16]}.tar.gz"
 
 
 class KagglePrepared(Prepared):

@@ -229,8 +229,9 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             notify=self.notify,
             meter=self.meter,
         )
+        input_refs: list[str] = []
         if parts.assets is not None:
-            asset_refs = [
+            input_refs.append(
                 ensure_dataset(
                     client,
                     owner,
@@ -243,10 +244,8 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
                     what="bundle's big files",
                     meter=self.meter,
                 )
-            ]
-        else:
-            asset_refs = []
-        input_refs = asset_refs + [
+            )
+        input_refs += [
             ensure_dataset(
                 client,
                 owner,

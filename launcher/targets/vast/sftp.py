@@ -17,7 +17,7 @@ import paramiko
 
 from launcher.errors import TargetError
 from launcher.sync import CHUNK
-from launcher.targets.vast.ssh import SshConn
+from launcher.targets.vast.ssh import TRANSIENT, SshConn
 
 
 class SftpDest:
@@ -47,13 +47,18 @@ class SftpDest:
         def op() -> dict[str, str]:
             chan = self.conn.exec_channel(cmd, timeout=600)
             try:
-                _send_files(chan, items, advance)
-                chan.shutdown_write()
-                answer = _read_all(chan.recv)
-                code = chan.recv_exit_status()
-                if code != 0:
-                    why = _read_all(chan.recv_stderr).decode(errors="replace").strip()[-500:]
-                    raise TargetError(f"writing files under {self.root} failed ({code}): {why}")
+                try:
+                    _send_files(chan, items, advance)
+                    chan.shutdown_write()
+                    answer = _read_all(chan.recv)
+                except TRANSIENT:
+                    why = SshConn.failure_of(chan)  # the receiver stopped (a full disk?)
+                    if why is None:
+                        raise  # the connection dropped: retried
+                    raise TargetError(f"writing files under {self.root} failed: {why}") from None
+                if chan.recv_exit_status() != 0:
+                    why = SshConn.failure_of(chan) or f"exit {chan.recv_exit_status()}"
+                    raise TargetError(f"writing files under {self.root} failed: {why}")
             finally:
                 chan.close()
             return cast("dict[str, str]", json.loads(answer))

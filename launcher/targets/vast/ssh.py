@@ -273,6 +273,21 @@ class SshConn:
             raise
         return chan
 
+    @staticmethod
+    def failure_of(chan: paramiko.Channel, wait_s: float = 10.0) -> str | None:
+        """Why the command on `chan` failed, when it did: its stderr, if it exited non-zero and
+        said something. None for a command killed with its connection (sshd gone, network cut),
+        which says nothing: that one is worth a retry. sshd sends the end of output before the
+        exit status, so this waits for the status (a dropped connection ends the wait too)."""
+        chan.status_event.wait(wait_s)
+        err = b""
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        why = err.decode(errors="replace").strip()[-500:]
+        if why and chan.exit_status_ready() and chan.recv_exit_status() > 0:
+            return why
+        return None
+
     def check(self, cmd: str, *, timeout: float = 120.0, stdin: bytes | None = None) -> str:
         code, out, err = self.run(cmd, timeout=timeout, stdin=stdin)
         if code != 0:

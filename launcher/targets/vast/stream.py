@@ -31,9 +31,8 @@ from launcher.sync import Arriving, RemoteFile
 from launcher.targets.vast.ssh import SshConn
 
 _RECV = 1 << 20
-_HEAD = struct.Struct(
-    ">BQq"
-)  # 0 then size and mtime_ns (before 1970: negative); or a lone 1: gone
+# a frame starts with _SENT then size and mtime_ns (negative before 1970), or is a lone _GONE
+_SIZES = struct.Struct(">Qq")
 _LEN = struct.Struct(">Q")
 _TAIL = 33  # sha256 digest + 1 (unchanged while sent) or 0
 _SENT, _GONE = b"\0", b"\1"
@@ -89,7 +88,7 @@ class ShellTree:
                         f"the instance's file stream is out of step at {f.path} "
                         f"(frame byte {kind!r}): something else wrote to the sender's output"
                     )
-                _zero, size, mtime_ns = _HEAD.unpack(b"\0" + frames.exact(_HEAD.size - 1))
+                size, mtime_ns = _SIZES.unpack(frames.exact(_SIZES.size))
                 arriving = Arriving(
                     path=f.path, file=RemoteFile(path=f.path, size=size, mtime_ns=mtime_ns)
                 )
@@ -124,16 +123,8 @@ class _Frames:
         got = self.chan.recv(_RECV)
         if got:
             return got
-        # The sender failing says why on stderr and exits non-zero; a session killed with the
-        # connection (sshd gone, network cut) leaves no reason: that one is worth a retry.
-        # sshd sends the end of output before the exit status: wait for it (a dropped
-        # connection closes the channel, which ends the wait too).
-        self.chan.status_event.wait(10)
-        err = b""
-        while self.chan.recv_stderr_ready():
-            err += self.chan.recv_stderr(65536)
-        why = err.decode(errors="replace").strip()[-500:]
-        if why and self.chan.exit_status_ready() and self.chan.recv_exit_status() > 0:
+        why = SshConn.failure_of(self.chan)
+        if why is not None:
             raise TargetError(f"reading the run folder on the instance failed: {why}")
         raise StreamDroppedError("the instance's stream ended early (connection dropped?)")
 

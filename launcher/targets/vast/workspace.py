@@ -95,7 +95,7 @@ def upload(
     prepared: VastPrepared,
     h: VastHandle,
     notify: Callable[[str], None],
-    meter: MeterFactory | None = None,
+    meter: MeterFactory,
 ) -> None:
     """Push the bundle, the inputs and any checkpoints to resume from, each by manifest diff
     (a retried upload sends only what is missing or different; every file sent is hash-checked
@@ -111,8 +111,7 @@ def upload(
     if h.resume_from:
         pushes += list(resume_sources(Path(h.resume_from), h.resume_skip).items())
     for sub, files in pushes:
-        progress = meter(f"upload {sub}") if meter is not None else None
-        done = push_tree(files, SftpDest(conn, f"{root}/{sub}"), meter=progress)
+        done = push_tree(files, SftpDest(conn, f"{root}/{sub}"), meter=meter(f"upload {sub}"))
         if sub != agent_mod.BUNDLE or done.sent:
             notify(
                 f"uploaded {sub}: {len(done.sent)} file(s), {done.bytes_sent / 1e6:.1f} MB "

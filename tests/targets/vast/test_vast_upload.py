@@ -7,12 +7,15 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from launcher.errors import TargetError
 from launcher.sim.vast import VastSim
 from launcher.sync import pull_tree, push_tree, sha256_file, tree_files
 from launcher.targets.base import Phase
 from launcher.targets.vast.client import VastInstance
 from launcher.targets.vast.sftp import SftpDest
-from launcher.targets.vast.ssh import SshConn, ensure_key
+from launcher.targets.vast.ssh import SshConn, SshUnreachableError, ensure_key
 from launcher.targets.vast.stream import ShellTree
 from launcher.targets.vast.target import VastTarget
 from tests.sim import vast_fixtures
@@ -64,6 +67,15 @@ def test_reupload_after_one_changed_file_sends_only_that_file(
             "test -f /workspace/push-test/empty.txt && test ! -s /workspace/push-test/empty.txt"
         )
         assert not conn.check("find /workspace/push-test -name '*.launch-tmp'")
+        # a receiver that fails (here: its folder is a file) says why, early or late in the
+        # stream, and is not taken for a dropped connection (retried, then "unreachable")
+        conn.check("printf x > /workspace/not-a-dir")
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(30_000_000))  # more than the channel's window: cut mid-send
+        for f in (local / "empty.txt", big):
+            with pytest.raises(TargetError, match="Not a directory") as info:
+                SftpDest(conn, "/workspace/not-a-dir").put_many([(f, "sub/x.bin")])
+            assert not isinstance(info.value, SshUnreachableError)
         # and back, in one stream, each file checked against the sender's hash of what it sent
         conn.check("head -c 3000001 /dev/urandom > /workspace/push-test/part0/big.bin")
         back = tmp_path / "back"
