@@ -149,6 +149,9 @@ class Config:
         self.command = _command(d.get("command"))
         self.workdir = os.path.join(root, BUNDLE, _string(d, "workdir", "workload"))
         self.env = _string_map(d.get("env"))
+        # the image's own ENV, where the job is not started by `docker run` (an SSH session,
+        # srun): under the job's env, as docker puts `-e` over the image's ENV
+        self.image_env = _string_map(d.get("image_env"))
         # an absolute input_dir (/kaggle/input) stays as it is
         self.input_dir = os.path.join(root, _string(d, "input_dir", "inputs"))
         limited = d.get("time_limit_s") is not None
@@ -327,6 +330,7 @@ class Agent:
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.cfg.image_env)
         for name in self.cfg.fetch_only_env:
             env.pop(name, None)
         env.update(self.cfg.env)

@@ -105,6 +105,9 @@ class AgentConfig(BaseModel):
     command: str
     workdir: str = "workload"
     env: dict[str, str] = Field(default_factory=dict[str, str])
+    # the image's ENV, for targets that do not start the job with `docker run` (launcher/
+    # image_config.py); the agent puts `env` over it
+    image_env: dict[str, str] = Field(default_factory=dict[str, str])
     time_limit_s: float | None = None
     # stop early enough that a platform's cap ends in a checkpoint, not a kill
     stop_margin_s: float = 60.0

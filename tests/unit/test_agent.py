@@ -137,6 +137,25 @@ def test_env_contract(tmp_path: Path) -> None:
     assert status(root)["attempt"] == 3
 
 
+def test_the_image_environment_is_under_the_job_env(tmp_path: Path) -> None:
+    """Started over SSH, the agent gets sshd's environment: the image's ENV (its PATH to a
+    virtualenv) comes from agent.json, and the job's own env goes over it, as with docker."""
+    tool = tmp_path / "venv" / "bin"
+    tool.mkdir(parents=True)
+    (tool / "imagetool").write_text('#!/bin/sh\necho "$IMAGE_VAR $BOTH" > "$LAUNCH_OUTPUT_DIR/t"\n')
+    (tool / "imagetool").chmod(0o755)
+    root = make_root(
+        tmp_path,
+        "",
+        command="imagetool",
+        image_env={"PATH": f"{tool}:/usr/bin:/bin", "IMAGE_VAR": "img", "BOTH": "image"},
+        env={"BOTH": "job"},
+    )
+    done = run(root, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert (root / "outputs" / "t").read_text() == "img job\n"
+
+
 def test_input_dir_and_shell_command(tmp_path: Path) -> None:
     root = make_root(
         tmp_path,

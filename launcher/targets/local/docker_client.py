@@ -31,6 +31,7 @@ finally:
         del sys.modules["paramiko"]
 
 from launcher.errors import SubmitError, TargetError, TargetUnavailableError  # noqa: E402
+from launcher.image_config import ImageConfig  # noqa: E402
 
 LABEL_RUN = "launch.run_id"
 LABEL_HOME = "launch.home"  # which store created it: two LAUNCH_HOMEs never gc each other's
@@ -99,6 +100,16 @@ class DockerClient:
             return None
         except docker.errors.APIError as e:
             raise TargetError(f"inspect image {ref}: {e.explanation}") from e
+
+    def image_config(self, ref: str) -> ImageConfig | None:
+        """The `ENV` and `WORKDIR` of `ref` when this engine has it, else None."""
+        try:
+            attrs = self._client.images.get(ref).attrs
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as e:
+            raise TargetError(f"inspect image {ref}: {e.explanation}") from e
+        return ImageConfig.from_config(cast("dict[str, Any] | None", attrs.get("Config")))
 
     def tag(self, source: str, ref: str) -> None:
         """Give the local image `source` the name `ref` (registry/repository:tag)."""

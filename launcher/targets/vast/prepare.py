@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher import registry
-from launcher.errors import TargetUnavailableError
+from launcher.errors import TargetError, TargetUnavailableError
 from launcher.targets.jobfiles import agent_config, job_bundle, job_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
@@ -37,11 +37,13 @@ def prepare_vast(
     inputs = job_inputs(spec, VastTarget, notify)
     image = opts.image or spec.image_ref or _published(spec, home, notify)
     bundle = job_bundle(spec, home, notify)
+    agent = agent_config(spec, inputs)
+    agent.image_env = _image_env(image, notify)
     return VastPrepared(
         run_id=run_id,
         bundle_path=bundle.path,
         bundle_digest=bundle.digest,
-        agent=agent_config(spec, inputs),
+        agent=agent,
         secrets=list(spec.secrets),
         more_attempts_hint="limits.max_attempts allows more moves to another machine",
         image=image,
@@ -52,6 +54,20 @@ def prepare_vast(
         # unpacked now (local work), pushed file by file once the instance answers
         bundle_dir=str(unpacked_bundle(bundle.path, bundle.digest)),
     )
+
+
+def _image_env(image: str, notify: Callable[[str], None]) -> dict[str, str]:
+    """The image's ENV: Vast starts the job over SSH, whose sessions do not inherit it."""
+    from launcher.image_config import image_config
+
+    try:
+        return image_config(image, notify).env
+    except TargetError as e:
+        notify(
+            f"warning: could not read the environment of {image} ({e.message}); the job "
+            "starts with the instance's login environment (PATH=/usr/local/bin:/usr/bin:/bin)"
+        )
+        return {}
 
 
 def _published(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> str:

@@ -157,8 +157,11 @@ def start_agent(conn: SshConn, prepared: VastPrepared, h: VastHandle) -> None:
     if values:  # a 0600 file the start script reads and deletes: never in argv or bundle
         lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
         conn.write_bytes(f"{root}/.secrets", lines.encode(), mode=0o600)
+    # SSH sessions get sshd's PATH, not the image's: find python3 where the image has it
+    path = prepared.agent.image_env.get("PATH")
     script = (
-        f"cd {root} && echo $$ > {root}/agent.pid && "
+        (f"export PATH={shlex.quote(path)}; " if path else "")
+        + f"cd {root} && echo $$ > {root}/agent.pid && "
         f"if [ -f {root}/.secrets ]; then . {root}/.secrets; rm -f {root}/.secrets; fi; "
         f"exec python3 {root}/{agent_mod.BUNDLE}/agent.py --root {root} "
         f"--config {root}/agent.json"
