@@ -23,6 +23,13 @@ _STYLE = {
 }
 
 
+def _styled(status: RunStatus, bold: bool = False) -> str:
+    """The status as markup: coloured when it has a colour (only ended runs do), plain
+    otherwise; never an empty `[]` tag, which rich refuses."""
+    style = " ".join(s for s in (_STYLE.get(status, ""), "bold" if bold else "") if s)
+    return f"[{style}]{status.value}[/]" if style else status.value
+
+
 def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
@@ -163,9 +170,8 @@ def _total(record: RunRecord) -> float:
 
 def final_summary(record: RunRecord) -> None:
     con = _console(stderr=True)
-    style = _STYLE.get(record.status, "")
     con.print(
-        f"[{style} bold]{record.status.value}[/] {record.id} in {_total(record):.1f}s"
+        f"{_styled(record.status, bold=True)} {record.id} in {_total(record):.1f}s"
         + (f" — {escape(record.message)}" if record.message else "")
     )
     con.print(f"outputs: {record.output_dir}")
@@ -178,13 +184,12 @@ def runs_table(records: list[RunRecord]) -> None:
     for col in ("RUN", "JOB", "TARGET", "STATUS", "STARTED", "TIME", "COST"):
         table.add_column(col)
     for r in records:
-        style = _STYLE.get(r.status, "")
         cost = f"${r.cost_usd:.2f}" if r.cost_usd is not None else "-"
         table.add_row(
             r.id,
             r.job,
             r.target,
-            f"[{style}]{r.status.value}[/]" if style else r.status.value,
+            _styled(r.status),
             _ago(r.created_at),
             f"{_total(r):.0f}s",
             cost,
@@ -197,10 +202,7 @@ def runs_table(records: list[RunRecord]) -> None:
 
 def run_details(record: RunRecord, live: TargetStatus | None) -> None:
     con = _console()
-    style = _STYLE.get(record.status, "")
-    con.print(
-        f"[bold]{record.id}[/]  {record.job} on {record.target}: [{style}]{record.status.value}[/]"
-    )
+    con.print(f"[bold]{record.id}[/]  {record.job} on {record.target}: {_styled(record.status)}")
     if record.message:
         con.print(f"  {escape(record.message)}")
     if record.failure_reason:
