@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from launcher.errors import SpecError, SpecProblem, TargetError
 
 if TYPE_CHECKING:
+    from launcher.spec import JobSpec
     from launcher.targets.local.docker_client import DockerClient
 
 BASE_IMAGE_ENV = "LAUNCH_BASE_IMAGE"
@@ -27,6 +28,9 @@ BASE_IMAGE_ENV = "LAUNCH_BASE_IMAGE"
 # environment and never from the spec.
 PIP_EXTRA_ARGS_ENV = "LAUNCH_PIP_EXTRA_ARGS"
 DEFAULT_REQUIREMENTS = "requirements.txt"
+# What an image folder installs for a job that asks for no GPU, when it ships one: a CPU smoke
+# run of the violence job must not build (and push) the 7 GB CUDA image it never uses.
+CPU_REQUIREMENTS = "requirements-cpu.txt"
 BASE_IMAGE_HINT = (
     "no image can be pulled here? build a local base with scripts/build-base-image.sh and set "
     f"{BASE_IMAGE_ENV}=launch-base:local"
@@ -59,6 +63,18 @@ def image_dir(project_root: Path, name: str) -> Path:
             ]
         )
     return path
+
+
+def requirements_for(spec: JobSpec, chosen: str | None) -> str:
+    """The requirements file of the job's image folder to install: the one the target's
+    options name, else requirements-cpu.txt for a job without a GPU when the folder has one,
+    else requirements.txt."""
+    if chosen:
+        return chosen
+    cpu = spec.image_dir / CPU_REQUIREMENTS if spec.image_dir is not None else None
+    if spec.resources.gpu.count == 0 and cpu is not None and cpu.is_file():
+        return CPU_REQUIREMENTS
+    return DEFAULT_REQUIREMENTS
 
 
 def build_args(

@@ -27,15 +27,15 @@ class LocalOptions(StrictModel):
     ] = "requested"
 
     requirements: Annotated[
-        str,
+        str | None,
         Field(
             description="Requirements file of the image folder to install: the process "
             "runtime builds its virtualenv from it, the docker runtime passes it as the "
-            "REQUIREMENTS build argument. A smoke profile sets requirements-cpu.txt to test on a "
-            "machine without a GPU.",
+            "REQUIREMENTS build argument. Default: requirements-cpu.txt for a job that asks "
+            "for no GPU when the folder has one, else requirements.txt.",
             pattern=r"^[A-Za-z0-9._-]+\.txt$",
         ),
-    ] = "requirements.txt"
+    ] = None
 
     @field_validator("gpus", mode="before")
     @classmethod

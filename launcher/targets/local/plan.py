@@ -67,6 +67,8 @@ def plan_local(target: Any, spec: Any) -> Plan:
         )
     )
     if runtime == "process" and spec.image:
-        req = spec.targets.for_target("local").requirements
+        from launcher.images import requirements_for
+
+        req = requirements_for(spec, spec.targets.for_target("local").requirements)
         plan.notes.append(f"runs as a process in a virtualenv from images/{spec.image}/{req}")
     return plan

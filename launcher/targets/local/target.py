@@ -172,7 +172,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                 self._docker().pull(spec.image_ref)
             image = spec.image_ref
         elif runtime == "docker":
-            from launcher.images import ensure_image
+            from launcher.images import ensure_image, requirements_for
 
             # the build's own output is noise unless it fails; the error carries its tail
             assert spec.image is not None  # auto picks docker only for a job with an image
@@ -180,7 +180,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                 self._docker(),
                 spec.project_root,
                 spec.image,
-                requirements=spec.targets.for_target("local").requirements,
+                requirements=requirements_for(spec, spec.targets.for_target("local").requirements),
                 on_line=lambda _line: None,
                 on_build=lambda tag: self.notify(f"building image {tag}"),
             )
@@ -195,7 +195,9 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                     hint="run it on docker (targets.local.runtime: docker), or name an image "
                     "folder under images/",
                 )
-            req_name = spec.targets.for_target("local").requirements
+            from launcher.images import requirements_for
+
+            req_name = requirements_for(spec, spec.targets.for_target("local").requirements)
             req = spec.image_dir / req_name if spec.image_dir else None
             if req is not None and req_name != "requirements.txt" and not req.is_file():
                 raise SubmitError(f"targets.local.requirements: {req} does not exist")

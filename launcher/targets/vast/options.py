@@ -22,6 +22,15 @@ class VastOptions(StrictModel):
             "the job's `image` as written.",
         ),
     ] = None
+    requirements: Annotated[
+        str | None,
+        Field(
+            description="Requirements file of the image folder to build the pushed image "
+            "with (the REQUIREMENTS build argument). Default: requirements-cpu.txt for a job "
+            "that asks for no GPU when the folder has one, else requirements.txt.",
+            pattern=r"^[A-Za-z0-9._-]+\.txt$",
+        ),
+    ] = None
     max_dph: Annotated[
         float | None,
         Field(gt=0, description="Highest total price to pay, in $/hour (Vast's dph_total)."),

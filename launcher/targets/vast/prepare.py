@@ -35,7 +35,7 @@ def prepare_vast(
     from launcher.targets.vast.target import VastTarget
 
     inputs = job_inputs(spec, VastTarget, notify)
-    image = opts.image or spec.image_ref or _published(spec, home, notify)
+    image = opts.image or spec.image_ref or _published(spec, opts, home, notify)
     bundle = job_bundle(spec, home, notify)
     agent = agent_config(spec, inputs)
     agent.image_env = _image_env(image, notify)
@@ -70,10 +70,12 @@ def _image_env(image: str, notify: Callable[[str], None]) -> dict[str, str]:
         return {}
 
 
-def _published(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> str:
+def _published(
+    spec: JobSpec, opts: VastOptions, home: Path, notify: Callable[[str], None]
+) -> str:
     """Build the job's image folder here and push it to $LAUNCH_REGISTRY (once per content);
     the reference the instance pulls."""
-    from launcher.images import ensure_image
+    from launcher.images import DEFAULT_REQUIREMENTS, ensure_image, requirements_for
     from launcher.targets.local.docker_client import DockerClient
 
     reg = registry.configured()
@@ -85,10 +87,14 @@ def _published(spec: JobSpec, home: Path, notify: Callable[[str], None]) -> str:
             hint="start docker, or set targets.vast.image to an image already in a registry",
         )
     docker = DockerClient()
+    requirements = requirements_for(spec, opts.requirements)
+    if requirements != DEFAULT_REQUIREMENTS:
+        notify(f"images/{spec.image}: building with {requirements}")
     ref = ensure_image(
         docker,
         spec.project_root,
         spec.image,
+        requirements=requirements,
         on_line=lambda _line: None,
         on_build=lambda tag: notify(f"building image {tag}"),
     )
