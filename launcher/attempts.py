@@ -25,11 +25,17 @@ from collections import deque
 from pathlib import Path
 
 from launcher import agent as agent_mod
-from launcher.sync import atomic_write_bytes, is_in_progress, tree_files
+from launcher.errors import LaunchError
+from launcher.sync import atomic_write_bytes, tree_files
 from launcher.targets.base import LogLine
 
 ATTEMPT_LOG = "job.attempt-{n}.log"  # under logs/: the log of an attempt a later one replaced
 KEEP_LINES = 200_000  # streamed lines kept per attempt; older ones were pulled long since
+
+
+class NothingToResumeError(LaunchError):
+    """`launch run --resume-from RUN` names a run that has no complete checkpoint: starting it
+    afresh instead would silently redo (and pay for) work the user believes is saved."""
 
 
 class StreamedLog:
@@ -94,12 +100,36 @@ def attempt_logs(run_dir: Path) -> list[Path]:
 
 
 def _checkpoints_in_order(folder: Path) -> list[str]:
-    """Complete checkpoint names, oldest first, as the agent orders them (mtime, then name)."""
+    """Complete checkpoints of a checkpoints folder, oldest first, as the agent orders them
+    (mtime, then name). A checkpoint is a direct child holding a finished file: a file, or a
+    folder with one in it. A folder with none (empty, or its files still being written) ships
+    nothing to the next attempt, so it is nothing to resume from. Neither are the agent's own
+    status.json and logs/: a run folder read as a bare checkpoints folder put them here."""
+    found: dict[str, list[str]] = {}
+    for rel in tree_files(folder):  # finished regular files only
+        top, _, inner = rel.partition("/")
+        found.setdefault(top, []).append(inner)
     names: list[tuple[int, str]] = []
-    for path in folder.iterdir() if folder.is_dir() else ():
-        if not path.name.startswith(".") and not is_in_progress(path.name):
-            names.append((path.stat().st_mtime_ns, path.name))
+    for name, inner in found.items():
+        if name == agent_mod.STATUS_FILE or (name == agent_mod.LOGS and _agent_logs(inner)):
+            continue
+        names.append(((folder / name).stat().st_mtime_ns, name))
     return [name for _mtime, name in sorted(names)]
+
+
+_SNAPSHOTS_IN_LOGS = agent_mod.METRICS_SNAPSHOTS.removeprefix(f"{agent_mod.LOGS}/") + "/"
+
+
+def _agent_logs(paths: list[str]) -> bool:
+    """Are these (relative to a logs/ folder) all files the agent and the launcher write there:
+    job.log, job.attempt-<n>.log, checkpoint-metrics/<checkpoint>.jsonl?"""
+    job_log = agent_mod.LOG_FILE.removeprefix(f"{agent_mod.LOGS}/")
+    return all(
+        p == job_log
+        or (p.startswith("job.attempt-") and p[len("job.attempt-") : -len(".log")].isdigit())
+        or (p.startswith(_SNAPSHOTS_IN_LOGS) and p.endswith(".jsonl"))
+        for p in paths
+    )
 
 
 def restore_metrics(dest: Path) -> tuple[str | None, list[str]]:
@@ -130,6 +160,20 @@ def has_checkpoint(folder: Path, skip: list[str] | None = None) -> bool:
     return any(n not in (skip or []) for n in _checkpoints_in_order(base))
 
 
+def resume_checkpoint(run_dir: Path, skip: list[str] | None = None) -> str | None:
+    """The checkpoint of a pulled run folder that its next attempt resumes from (the newest
+    not in `skip`), or None: that attempt starts afresh.
+
+    Only the folder's checkpoints/ is looked at. Asked of the whole folder, `has_checkpoint`
+    guesses, and a run folder with neither checkpoints/ nor outputs/ (an attempt taken before its
+    first checkpoint, whose job writes its outputs at the end) reads as a bare checkpoints folder
+    whose logs/ is a checkpoint (issue 20, item 11)."""
+    names = [
+        n for n in _checkpoints_in_order(run_dir / agent_mod.CHECKPOINTS) if n not in (skip or [])
+    ]
+    return names[-1] if names else None
+
+
 def is_run_folder(folder: Path) -> bool:
     return (folder / agent_mod.CHECKPOINTS).is_dir() or (folder / agent_mod.OUTPUTS).is_dir()
 
@@ -137,8 +181,9 @@ def is_run_folder(folder: Path) -> bool:
 def resume_sources(base: Path, skip: list[str] | None = None) -> dict[str, dict[str, Path]]:
     """What a resumed attempt starts from, as {workspace folder: {relative path: local file}}:
     a run folder's checkpoints/ and outputs/ (metrics continue), or a bare checkpoints folder
-    (`launch run --resume-from`: a new run, whose metrics start afresh). Checkpoints in `skip`
-    and unfinished writes are left out."""
+    (`launch run --resume-from`: a new run, whose metrics start afresh). Only complete
+    checkpoints outside `skip` travel (the agent resumes from whatever it finds in its
+    checkpoints/); a folder with nothing to carry is left out."""
     if not is_run_folder(base):
         parts = {agent_mod.CHECKPOINTS: base}
     else:
@@ -150,9 +195,11 @@ def resume_sources(base: Path, skip: list[str] | None = None) -> dict[str, dict[
     out: dict[str, dict[str, Path]] = {}
     for sub, folder in parts.items():
         files = tree_files(folder)
-        if sub == agent_mod.CHECKPOINTS and skip:
-            files = {p: f for p, f in files.items() if p.split("/")[0] not in skip}
-        out[sub] = files
+        if sub == agent_mod.CHECKPOINTS:
+            keep = set(_checkpoints_in_order(folder)) - set(skip or [])
+            files = {p: f for p, f in files.items() if p.split("/")[0] in keep}
+        if files:
+            out[sub] = files
     return out
 
 
@@ -166,12 +213,14 @@ def copy_resume_sources(base: Path, dest: Path, skip: list[str] | None = None) -
 
 
 __all__ = [
+    "NothingToResumeError",
     "StreamedLog",
     "attempt_logs",
     "copy_resume_sources",
     "has_checkpoint",
     "keep_attempt_log",
     "restore_metrics",
+    "resume_checkpoint",
     "resume_sources",
     "state_archive",
 ]

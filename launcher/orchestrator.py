@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from launcher.attempts import StreamedLog, has_checkpoint, keep_attempt_log, restore_metrics
+from launcher.attempts import (
+    NothingToResumeError,
+    StreamedLog,
+    has_checkpoint,
+    keep_attempt_log,
+    restore_metrics,
+    resume_checkpoint,
+)
 from launcher.errors import LaunchError, NoCapacityError, TargetError
 from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
 from launcher.runs import Reporter, SilentReporter, StoreLedger, new_run_id, supervisor_alive
@@ -176,7 +183,25 @@ class Orchestrator:
         parent_id: str | None = None,
     ) -> RunRecord:
         """Prepare and submit the first attempt. Returns once its handle is stored (or the run
-        was stopped before it started)."""
+        was stopped before it started).
+
+        Raises:
+            NothingToResumeError: `resume_checkpoints` holds no complete checkpoint; nothing
+                is recorded or rented.
+        """
+        if resume_checkpoints is not None and not has_checkpoint(resume_checkpoints):
+            # an error, not a fresh start: the user asked to continue, believing the work so
+            # far saved; redoing it unasked costs them the hours (and money) they meant to keep
+            of = f"run {parent_id}" if parent_id else str(resume_checkpoints)
+            pull = (
+                f"`launch pull {parent_id}` fetches them if the job wrote any; "
+                if parent_id
+                else ""
+            )
+            raise NothingToResumeError(
+                f"nothing to resume from: {of} has no complete checkpoint in {resume_checkpoints}",
+                hint=pull + "without --resume-from the job starts from the beginning",
+            )
         run_id = run_id or new_run_id(spec.name)
         policy = run_policy(spec)
         self.store.create_run(
@@ -424,11 +449,15 @@ class Orchestrator:
         out = Path(record.output_dir)
         self._move(run_id, RunStatus.PREEMPTED, st.message)
         self._close_attempt(run_id, handle, st, streamed, keep_log=True)
-        checkpoint, skip = restore_metrics(out)
-        resume = out if has_checkpoint(out, skip) else None
+        _restored, skip = restore_metrics(out)
+        # `out` is a run folder: ask its checkpoints/ alone, never the folder as a whole (read
+        # that way, one without checkpoints/ looked like a bare checkpoints folder and the next
+        # attempt "resumed" from its logs/; issue 20, item 11)
+        checkpoint = resume_checkpoint(out, skip)
+        resume = out if checkpoint is not None else None
         start = (
-            (f"from checkpoint {checkpoint}" if checkpoint else "from its newest checkpoint")
-            if resume
+            f"from checkpoint {checkpoint}"
+            if checkpoint is not None
             else "from the start (no checkpoint was pulled)"
         )
         self.reporter.note(

@@ -12,6 +12,7 @@ from launcher import agent as agent_mod
 from launcher.attempts import (
     StreamedLog,
     attempt_logs,
+    copy_resume_sources,
     has_checkpoint,
     keep_attempt_log,
     restore_metrics,
@@ -130,3 +131,64 @@ def test_only_our_label_scheme_names_a_run() -> None:
     assert ours("launch-hello-1a2b3c") == "hello-1a2b3c"
     for label in ("launch-", "my-launch-x", "Launch-x", "", None, 42):
         assert ours(label) is None
+
+
+def _pulled_without_checkpoint(run: Path) -> None:
+    """What a pull brings home from an attempt taken before its first checkpoint (a Vast
+    instance outbid at epoch 2, a lost Kaggle kernel): the agent's log and status, no more."""
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "job.attempt-1.log").write_text("2026-01-01T00:00:01.000Z out epoch 1\n")
+    (run / agent_mod.STATUS_FILE).write_text('{"phase": "running"}')
+
+
+def _agent_env(tmp_path: Path, resume_from: Path | None, skip: list[str]) -> dict[str, str]:
+    """The environment the agent gives the job in a workspace built from a resume, as the
+    local target builds it (Vast pushes the same `resume_sources`, Kaggle and Colab pack them)."""
+    ws = tmp_path / "workspace"
+    if resume_from is not None:
+        copy_resume_sources(resume_from, ws, skip)
+    config = agent_mod.Config({"run_id": "r-1", "command": "true"}, str(ws))
+    agent = agent_mod.Agent(str(ws), config)
+    try:
+        return agent._environment()  # pyright: ignore[reportPrivateUsage]
+    finally:
+        agent.log.close()
+
+
+def test_a_run_folder_where_no_checkpoint_came_home_has_nothing_to_resume_from(
+    tmp_path: Path,
+) -> None:
+    """Issue 20, item 11: read as a bare checkpoints folder, such a run folder offered its own
+    logs/ as a checkpoint, and the next attempt failed resuming from …/checkpoints/logs."""
+    run = tmp_path / "run"
+    _pulled_without_checkpoint(run)
+    assert has_checkpoint(run) is False
+    assert agent_mod.CHECKPOINTS not in resume_sources(run)
+    assert "LAUNCH_RESUME_FROM" not in _agent_env(tmp_path, run, [])
+
+
+def test_a_checkpoints_folder_with_subfolders_but_no_checkpoint_file_holds_none(
+    tmp_path: Path,
+) -> None:
+    """A folder holds a checkpoint only with a finished file in it: an empty one, one still being
+    written, or the logs/ and status.json an earlier bad resume left there (issue 20, item 11)
+    are nothing to resume from, and are never shipped as if they were."""
+    run = tmp_path / "run"
+    ckpts = run / agent_mod.CHECKPOINTS
+    (ckpts / "ckpt-3").mkdir(parents=True)
+    (ckpts / "ckpt-4").mkdir()
+    (ckpts / "ckpt-4" / "w.bin.tmp").write_text("half")
+    _pulled_without_checkpoint(ckpts)  # what the bad resume put there, pulled back
+    (run / "logs").mkdir()
+    (run / "logs" / "job.log").write_text("")
+    for folder in (run, ckpts):
+        assert has_checkpoint(folder) is False
+        assert resume_sources(folder).get(agent_mod.CHECKPOINTS, {}) == {}
+        assert "LAUNCH_RESUME_FROM" not in _agent_env(tmp_path / folder.name, folder, [])
+    # beside a real checkpoint, only that one travels and the job resumes from it
+    (ckpts / "ckpt-2").mkdir()
+    (ckpts / "ckpt-2" / "w.bin").write_text("2")
+    assert has_checkpoint(run) and has_checkpoint(ckpts)
+    assert sorted(resume_sources(run)[agent_mod.CHECKPOINTS]) == ["ckpt-2/w.bin"]
+    env = _agent_env(tmp_path / "real", run, [])
+    assert env["LAUNCH_RESUME_FROM"].endswith(f"{agent_mod.CHECKPOINTS}/ckpt-2")

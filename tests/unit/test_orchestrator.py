@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import pytest
 
 from launcher import agent as agent_mod
+from launcher.attempts import NothingToResumeError, copy_resume_sources
 from launcher.errors import NoCapacityError, SubmitError, TargetError
-from launcher.orchestrator import Orchestrator
+from launcher.orchestrator import Orchestrator, SilentReporter
 from launcher.signals import Interrupted
 from launcher.state import AttemptEnd, FailureReason, RunStatus, StopReason
 from launcher.store import RunStore
@@ -535,3 +536,87 @@ def test_a_stop_asked_while_a_preempted_run_waits_for_its_next_machine_rents_non
     rec = orch.supervise("job-20")
     assert rec.status is RunStatus.CANCELLED and "submit:2" not in target.calls
     assert store.resources(unreleased_only=True) == []
+
+
+class NotingReporter(SilentReporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def _agent_env_for(attempt: AttemptSpec, workspace: Path) -> dict[str, str]:
+    """The job's environment in the workspace of `attempt`, built as the local target builds it
+    (Vast pushes the same `resume_sources`; Kaggle and Colab pack them into an archive)."""
+    if attempt.resume_from is not None:
+        copy_resume_sources(attempt.resume_from, workspace, attempt.resume_skip)
+    agent = agent_mod.Agent(
+        str(workspace), agent_mod.Config({"run_id": "job-21", "command": "true"}, str(workspace))
+    )
+    try:
+        return agent._environment()  # pyright: ignore[reportPrivateUsage]
+    finally:
+        agent.log.close()
+
+
+@pytest.mark.parametrize("pulled", ["logs", "logs+outputs", "logs+unfinished-checkpoint"])
+def test_an_attempt_ended_before_any_checkpoint_came_home_is_followed_by_a_fresh_one(
+    launch_home: Path, tmp_path: Path, pulled: str
+) -> None:
+    """Issue 20, item 11: pre-empted at epoch 2 (a Vast outbid, a lost Kaggle kernel), before
+    its first checkpoint. The next attempt must start afresh, not "resume" from the run
+    folder's logs/ (`resuming from …/checkpoints/logs`, then `Is a directory`)."""
+    target = ScriptedTarget(
+        [Phase.RUNNING, Phase.PREEMPTED], [Phase.RUNNING, Phase.DONE], tmp=tmp_path, max_attempts=2
+    )
+    reporter = NotingReporter()
+    orch = Orchestrator(
+        RunStore(launch_home),
+        target,
+        reporter=reporter,
+        poll_s=0,
+        clock=FakeClock(),
+        sleep=lambda _s: None,
+    )
+    _start(orch, tmp_path, "job-21")
+    out = tmp_path / "job-21"  # what the attempt's pulls brought home
+    (out / "logs").mkdir(parents=True)
+    (out / agent_mod.LOG_FILE).write_text("2026-01-01T00:00:01.000Z out epoch 1\n")
+    (out / agent_mod.STATUS_FILE).write_text('{"phase": "running"}')
+    if "outputs" in pulled:
+        (out / agent_mod.OUTPUTS).mkdir()
+        (out / agent_mod.OUTPUTS / agent_mod.METRICS_FILE).write_text('{"epoch": 1}\n')
+    if "unfinished-checkpoint" in pulled:  # its folder came, its only file was still written
+        (out / agent_mod.CHECKPOINTS / "ckpt-2").mkdir(parents=True)
+        (out / agent_mod.CHECKPOINTS / "ckpt-2" / "w.bin.tmp").write_text("half")
+    rec = orch.supervise("job-21")
+    assert rec.status is RunStatus.SUCCEEDED
+    second = target.attempts[1]
+    assert second.number == 2 and second.resume_from is None
+    assert "LAUNCH_RESUME_FROM" not in _agent_env_for(second, tmp_path / "ws")
+    assert any("starting attempt 2 of 2 from the start" in n for n in reporter.notes)
+
+
+def test_resume_from_a_run_without_a_checkpoint_says_so_and_starts_nothing(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """`launch run --resume-from RUN` where RUN kept no checkpoint: one clear error before
+    anything is recorded or rented, rather than a job that fails on a folder it took for one
+    or silently redoes work the user believes is saved."""
+    parent = tmp_path / "parent" / agent_mod.CHECKPOINTS
+    (parent / "ckpt-3").mkdir(parents=True)  # a subfolder, but no checkpoint file
+    (parent / "logs").mkdir()  # what an earlier bad resume left (issue 20, item 11)
+    (parent / "logs" / "job.attempt-1.log").write_text("2026-01-01T00:00:01.000Z out epoch 1\n")
+    target = ScriptedTarget([Phase.DONE], tmp=tmp_path)
+    orch = _orch(launch_home, target)
+    with pytest.raises(NothingToResumeError) as caught:
+        orch.start(
+            _spec(),
+            output_dir=tmp_path / "job-22",
+            run_id="job-22",
+            resume_checkpoints=parent,
+            parent_id="job-p",
+        )
+    assert "\n" not in caught.value.message and "job-p" in caught.value.message
+    assert target.calls == [] and orch.store.list_runs() == []
