@@ -75,6 +75,28 @@ class SpecError(LaunchError):
         super().__init__(head + ":\n" + "\n".join("  " + p.render() for p in problems), hint=hint)
 
 
+class SettingError(LaunchError):
+    """One or more `LAUNCH_*` environment settings have a value of the wrong form.
+
+    Each problem is one line naming the variable, its value and the form expected
+    (launcher/settings.py). Raised before anything starts, so nothing was spent; exits like a
+    bad spec, since both are the user's configuration.
+    """
+
+    exit_code = ExitStatus.SPEC
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            message, hint = problems[0], "fix the value, or unset the variable for the default"
+        else:
+            message = f"{len(problems)} environment settings are invalid:\n" + "\n".join(
+                "  " + p for p in problems
+            )
+            hint = "fix each value, or unset the variable for the default"
+        super().__init__(message, hint=hint)
+
+
 class TargetUnavailableError(LaunchError):
     """A target cannot be used here: a missing extra, tool or credential. Nothing was spent."""
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher import settings
 from launcher.errors import SubmitError, TargetUnavailableError
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ def probe_sizes(res: Resolution) -> None:
 
     from launcher import launch_fetch
 
-    if os.environ.get("LAUNCH_NO_PROBE"):
+    if settings.flag("LAUNCH_NO_PROBE"):
         return
     env = dict(os.environ)
     deadline = time.monotonic() + PROBE_BUDGET_S
@@ -273,7 +274,7 @@ def fetch_item(item: InputSpec) -> FetchItem:
             endpoint=os.environ.get("HF_ENDPOINT") or None,
         )
     if item.kaggle is not None:
-        api = os.environ.get("LAUNCH_KAGGLE_URL") or None
+        api = settings.url("LAUNCH_KAGGLE_URL")
         return FetchItem(name=str(item.name), kind="kaggle", ref=item.kaggle, api=api)
     return FetchItem(
         name=str(item.name), kind="url", url=item.url, sha256=item.sha256, unpack=item.unpack
@@ -318,9 +319,8 @@ def fetch_secret_values(names: list[str]) -> dict[str, str]:
 
 def input_cache() -> Path:
     """Where FETCH_HERE keeps its downloads: $LAUNCH_INPUT_CACHE, or ~/.cache/launch/inputs."""
-    configured = os.environ.get("LAUNCH_INPUT_CACHE")
-    if configured:
-        return Path(configured).expanduser()
+    if configured := settings.folder("LAUNCH_INPUT_CACHE"):
+        return configured
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "launch" / "inputs"
 

@@ -11,11 +11,11 @@ instance could pull half of. Docker's own credentials (`docker login`) are used 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from launcher import settings
 from launcher.errors import TargetUnavailableError
 
 if TYPE_CHECKING:
@@ -31,8 +31,7 @@ REGISTRY_HINT = (
 
 def configured() -> str | None:
     """The registry images are pushed to, or None when none is set."""
-    value = os.environ.get(REGISTRY_ENV, "").strip().rstrip("/")
-    return value or None
+    return settings.registry(REGISTRY_ENV)
 
 
 def is_reference(image: str) -> bool:

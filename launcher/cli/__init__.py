@@ -15,7 +15,7 @@ import click
 
 from launcher.cli.auth import auth
 from launcher.cli.tools import image, sim
-from launcher.errors import ExitStatus, LaunchError
+from launcher.errors import ExitStatus, LaunchError, SettingError
 
 if TYPE_CHECKING:
     from launcher.api import Session
@@ -41,10 +41,25 @@ def _record_json(record: RunRecord) -> dict[str, Any]:
     return data
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_ASKS_HELP = "launch.asks_help"
+
+
+class _Group(click.Group):
+    """The top group; it notes whether the command line asks for help anywhere (`launch ls -h`)
+    while it still can: by the time the group's callback runs, click has taken the
+    subcommand's arguments out of the context."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = args[: args.index("--")] if "--" in args else args
+        ctx.meta[_ASKS_HELP] = any(a in ctx.help_option_names for a in options)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="launch", prog_name="launch")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """One job spec, any GPU: run a job on local docker, Vast.ai, Kaggle or Colab.
 
     \b
@@ -54,6 +69,14 @@ def cli(debug: bool) -> None:
     launch report                           compare targets: time per stage, cost
     launch gc                               stop and free what dead launchers left behind
     """
+    # every LAUNCH_* setting, once, before a command starts anything: one line per bad one,
+    # rather than a crash deep inside a target. Help stays instant and works with bad settings.
+    if ctx.resilient_parsing or ctx.meta.get(_ASKS_HELP):
+        return
+    from launcher.settings import validate_all
+
+    if problems := validate_all():
+        raise SettingError(problems)
 
 
 # `launch image ...` and `launch sim ...` live in cli/tools.py (click only, as cheap as this)

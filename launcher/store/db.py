@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from launcher import settings
 from launcher.errors import LaunchError, RunNotFoundError
 
 LOCK_WAIT_S = 30.0  # how long a write waits for another process's write to finish
@@ -102,8 +103,8 @@ _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
 
 def default_home() -> Path:
     """$LAUNCH_HOME, else the XDG data dir (~/.local/share/launch)."""
-    if home := os.environ.get("LAUNCH_HOME"):
-        return Path(home).expanduser()
+    if home := settings.folder("LAUNCH_HOME"):
+        return home
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "launch"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from launcher import settings
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.targets.colab.endpoint import drive_url, point_pydrive2_at
 from launcher.targets.colab.handle import FOLDER_MIME
@@ -35,8 +35,7 @@ T = TypeVar("T")
 
 
 def credentials_path(home: Path) -> Path:
-    given = os.environ.get("LAUNCH_COLAB_CREDENTIALS")
-    return Path(given) if given else home / "colab" / "credentials.json"
+    return settings.file("LAUNCH_COLAB_CREDENTIALS") or home / "colab" / "credentials.json"
 
 
 def pydrive2_installed() -> bool:
@@ -114,7 +113,7 @@ class Drive:
 
     def __init__(self, home: Path, retry_s: float | None = None) -> None:
         self.home = home
-        self.retry_s = float(os.environ.get("LAUNCH_COLAB_RETRY_S") or retry_s or 1.0)
+        self.retry_s = settings.seconds("LAUNCH_COLAB_RETRY_S", default=retry_s or 1.0)
         self._drive: Any = None
         self._http: Any = None
 

@@ -9,8 +9,9 @@ keeps ``https`` on upload URLs, which an ``http://`` emulator cannot answer (ref
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
+
+from launcher import settings
 
 ENV = "LAUNCH_DRIVE_URL"
 
@@ -18,8 +19,7 @@ ENV = "LAUNCH_DRIVE_URL"
 def drive_url() -> str | None:
     """The Drive to use instead of Google's (``$LAUNCH_DRIVE_URL``, no trailing slash), or
     None for Google's."""
-    url = os.environ.get(ENV, "").strip().rstrip("/")
-    return url or None
+    return settings.url(ENV)
 
 
 def point_pydrive2_at(root_url: str) -> None:

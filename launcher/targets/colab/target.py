@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
+from launcher import settings
 from launcher.attempts import state_archive
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way, pack_folder
@@ -85,7 +86,7 @@ def _pulled(path: str) -> bool:
 
 
 def colab_url() -> str:
-    return (os.environ.get("LAUNCH_COLAB_URL") or COLAB_URL).rstrip("/")
+    return (settings.url("LAUNCH_COLAB_URL") or COLAB_URL).rstrip("/")
 
 
 def home_key(home: Path) -> str:
@@ -120,7 +121,7 @@ class ColabTarget(Target[ColabPrepared, ColabHandle]):
         super().__init__(home, notify, meter)
         self._drive: Drive | None = None
         self._watch: Watch | None = None
-        self.poll_s = float(os.environ.get("LAUNCH_COLAB_POLL_S") or 5.0)
+        self.poll_s = settings.seconds("LAUNCH_COLAB_POLL_S", default=5.0)
 
     @property
     def drive(self) -> Drive:
@@ -429,7 +430,7 @@ def _control(desired: str) -> bytes:
 
 def _open_in_browser(link: str) -> None:
     """Open the link for a user at a terminal; never in scripts, CI or tests."""
-    if os.environ.get("LAUNCH_NO_BROWSER") or os.environ.get("CI") or not sys.stdout.isatty():
+    if settings.flag("LAUNCH_NO_BROWSER") or os.environ.get("CI") or not sys.stdout.isatty():
         return
     import webbrowser
 

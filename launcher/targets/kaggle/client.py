@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from launcher import settings
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.progress import CountingReader
 from launcher.targets.kaggle.rpc import (
@@ -48,13 +49,6 @@ CREDENTIALS_HINT = (
 
 RETRIED_STATUS = frozenset({429, 500, 502, 503, 504})
 TIMEOUT_S = 60.0
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name) or default)
-    except ValueError:
-        return default
 
 
 @dataclass(frozen=True)
@@ -114,7 +108,7 @@ def find_credentials() -> Credentials:
 
 
 def api_url() -> str:
-    return os.environ.get("LAUNCH_KAGGLE_URL", "").rstrip("/") or "https://api.kaggle.com"
+    return settings.url("LAUNCH_KAGGLE_URL") or "https://api.kaggle.com"
 
 
 def sdk_installed() -> bool:
@@ -156,7 +150,7 @@ class KaggleClient(KaggleRpc):
     ) -> None:
         self.creds = credentials or find_credentials()
         self.url = (url or api_url()).rstrip("/")
-        self.attempts = attempts or int(_env_float("LAUNCH_KAGGLE_ATTEMPTS", 6))
+        self.attempts = attempts or settings.count("LAUNCH_KAGGLE_ATTEMPTS", default=6)
         self._sleep = sleep
         self._sdk: Any = None
         self._requests: Any = None
@@ -225,7 +219,7 @@ class KaggleClient(KaggleRpc):
 
     def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
         req = self._requests if self._requests is not None else _sdk("requests")
-        delay = _env_float("LAUNCH_KAGGLE_RETRY_S", 1.0)
+        delay = settings.seconds("LAUNCH_KAGGLE_RETRY_S", default=1.0)
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn()
@@ -315,7 +309,8 @@ class KaggleClient(KaggleRpc):
                     raise TargetError(
                         f"uploading to Kaggle failed after {attempt} tries: {e}"
                     ) from e
-                self._sleep(min(_env_float("LAUNCH_KAGGLE_RETRY_S", 1.0) * 2**attempt, 60.0))
+                delay = settings.seconds("LAUNCH_KAGGLE_RETRY_S", default=1.0)
+                self._sleep(min(delay * 2**attempt, 60.0))
 
     def download(self, url: str, dest: Path, advance: Callable[[int], None] | None = None) -> int:
         """Fetch an output file URL into `dest` (written to a .part, then renamed); its size.

@@ -15,7 +15,6 @@ The kernel itself (what runs on Kaggle) is in `kernel.py`; names and models in `
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from launcher import agent as agent_mod
+from launcher import settings
 from launcher.attempts import state_archive
 from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
@@ -113,7 +113,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         self._client = client
         # how often Kaggle is asked about a kernel (it rate-limits); a poll in between is
         # answered from these read-through caches, keyed by kernel
-        self.poll_s = float(os.environ.get("LAUNCH_KAGGLE_POLL_S") or 5.0)
+        self.poll_s = settings.seconds("LAUNCH_KAGGLE_POLL_S", default=5.0)
         self._native: dict[str, tuple[float, KernelSession | None]] = {}
         self._logs: dict[str, tuple[float, list[LogEntry]]] = {}
 

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from launcher import settings
 from launcher.errors import (
     LaunchError,
     NoCapacityError,
@@ -39,7 +40,7 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def api_url() -> str:
-    return os.environ.get("LAUNCH_VAST_URL") or DEFAULT_URL
+    return settings.url("LAUNCH_VAST_URL") or DEFAULT_URL
 
 
 def api_key() -> str:
