@@ -58,7 +58,11 @@ class ConsoleReporter:
         if self.quiet:
             return
         if previous is not RunStatus.PENDING:
-            self.err.print(f"[green]✓[/] {previous.value:<12} [dim]{seconds:6.1f}s[/]")
+            # a phase the run failed or was stopped in did not succeed: no green tick for it
+            mark = {RunStatus.FAILED: "[red]✗[/]", RunStatus.CANCELLED: "[yellow]■[/]"}.get(
+                status, "[green]✓[/]"
+            )
+            self.err.print(f"{mark} {previous.value:<12} [dim]{seconds:6.1f}s[/]")
         if status.is_terminal():
             if self._status is not None:
                 self._status.stop()

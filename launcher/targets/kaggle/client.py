@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from launcher import settings
+from launcher.endpoints import nothing_listens, unreachable
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.progress import CountingReader
 from launcher.targets.kaggle.rpc import (
@@ -238,10 +239,9 @@ class KaggleClient(KaggleRpc):
                     raise error(f"Kaggle {what} failed{tries}: {status} {reason}") from e
                 wait = _retry_after(resp) if resp is not None else None
             except (req.exceptions.ConnectionError, req.exceptions.Timeout) as e:
-                if attempt == self.attempts:
-                    raise TargetError(
-                        f"cannot reach Kaggle at {self.url} ({what}, {attempt} tries): {e}"
-                    ) from e
+                if attempt == self.attempts or nothing_listens(self.url, e):
+                    where = f"Kaggle ({what}{f', {attempt} tries' if attempt > 1 else ''})"
+                    raise unreachable(where, self.url, "LAUNCH_KAGGLE_URL", "kaggle", e) from e
                 wait = None
             # full jitter, so parallel launchers do not retry in step
             pause = (

@@ -25,6 +25,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from launcher import settings
+from launcher.endpoints import nothing_listens, unreachable
 from launcher.errors import (
     LaunchError,
     NoCapacityError,
@@ -172,11 +173,9 @@ class VastClient:
                     raise _translate(status, text, method, path) from e
                 wait = _retry_after(e.headers, attempt, self.max_wait)
             except (urllib.error.URLError, OSError, TimeoutError) as e:
-                if not retry_transport or attempt >= self.retries:
-                    raise TargetError(
-                        f"cannot reach the Vast API at {self.url}: {_reason(e)}",
-                        hint="check the network, or LAUNCH_VAST_URL",
-                    ) from e
+                if not retry_transport or attempt >= self.retries or nothing_listens(url, e):
+                    api = "the Vast API"
+                    raise unreachable(api, self.url, "LAUNCH_VAST_URL", "vast", e) from e
                 wait = min(self.max_wait, 0.5 * 2**attempt)
             except ValueError as e:
                 raise TargetError(f"the Vast API sent something that is not JSON: {e}") from e
@@ -284,10 +283,6 @@ def _dicts(v: object) -> list[dict[str, Any]]:
 
 def _as_list(v: object) -> list[object]:
     return cast("list[object]", v) if isinstance(v, list) else []
-
-
-def _reason(e: BaseException) -> str:
-    return str(e.reason) if isinstance(e, urllib.error.URLError) else str(e)
 
 
 def _error_text(e: urllib.error.HTTPError) -> str:
