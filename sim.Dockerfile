@@ -26,6 +26,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY pyproject.toml README.md /src/
 COPY launcher /src/launcher
-RUN python3 -m pip install -q "/src[vast,sim]"
+# docker: the Vast emulator's instances are containers of the requested image on the host's
+# engine (without the SDK it refuses to start rather than fall back to processes)
+RUN python3 -m pip install -q "/src[vast,sim,docker]"
 
 ENTRYPOINT ["launch", "sim", "serve"]

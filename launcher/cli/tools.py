@@ -6,10 +6,15 @@ commands.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from launcher.sim.stack import Stack
 
 
 @click.group()
@@ -53,36 +58,28 @@ def image_build(
 
 def _exports(platform: str, url: str) -> str:
     """What to paste into a shell so `launch` (and the platform's own CLI) use the emulator."""
+    from launcher.sim.stack import launch_env
+
+    env = launch_env(platform, url)
+    out = "# launch:\nexport " + " ".join(f"{k}={v}" for k, v in env.items())
     if platform == "drive":
-        from launcher.sim.drive.sim import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_USER
+        from launcher.sim.drive.sim import DEFAULT_USER
 
-        return (
-            f"# launch:\nexport LAUNCH_DRIVE_URL={url}\n"
-            f"export LAUNCH_COLAB_CLIENT_ID={DEFAULT_CLIENT_ID} "
-            f"LAUNCH_COLAB_CLIENT_SECRET={DEFAULT_CLIENT_SECRET}\n"
-            f"# then: launch auth colab (the emulator consents as {DEFAULT_USER} at once)"
+        out += f"\n# then: launch auth colab (the emulator consents as {DEFAULT_USER} at once)"
+    elif platform == "colab":
+        out += (
+            "\n# with the Drive emulator's exports, the links `launch run --target colab` "
+            "prints open a session here (--auto-open opens each new notebook at once)"
         )
-    if platform == "colab":
-        return (
-            f"# launch (with the Drive emulator's exports):\nexport LAUNCH_COLAB_URL={url}\n"
-            "# the links `launch run --target colab` prints now open a session here "
-            "(--auto-open opens each new notebook at once)"
+    elif platform == "vast":
+        out += f"\n# the vastai CLI:\nexport VAST_URL={url} VAST_API_KEY={env['VAST_API_KEY']}"
+    elif platform == "kaggle":
+        user, key = env["KAGGLE_USERNAME"], env["KAGGLE_KEY"]
+        out += (
+            "\n# the kaggle CLI:\nexport KAGGLE_API_ENVIRONMENT=LOCALHOST "
+            f"HTTP_PROXY={url} KAGGLE_USERNAME={user} KAGGLE_KEY={key}"
         )
-    if platform == "vast":
-        from launcher.sim.vast.sim import DEFAULT_API_KEY
-
-        return (
-            f"# launch:\nexport LAUNCH_VAST_URL={url} VAST_API_KEY={DEFAULT_API_KEY}\n"
-            f"# the vastai CLI:\nexport VAST_URL={url} VAST_API_KEY={DEFAULT_API_KEY}"
-        )
-    from launcher.sim.kaggle.sim import DEFAULT_USERS
-
-    user, key = next(iter(DEFAULT_USERS.items()))
-    return (
-        f"# launch:\nexport LAUNCH_KAGGLE_URL={url} KAGGLE_USERNAME={user} KAGGLE_KEY={key}\n"
-        "# the kaggle CLI:\nexport KAGGLE_API_ENVIRONMENT=LOCALHOST "
-        f"HTTP_PROXY={url} KAGGLE_USERNAME={user} KAGGLE_KEY={key}"
-    )
+    return out
 
 
 @click.group()
@@ -108,7 +105,21 @@ def sim() -> None:
     help="kaggle: the image kernels run in (Kaggle's own image stands in for it).",
 )
 @click.option("--drive-url", help="colab: the Drive emulator its notebooks live in (required).")
-@click.option("--auto-open", is_flag=True, help="colab: run each new notebook at once.")
+@click.option(
+    "--auto-open",
+    is_flag=True,
+    envvar="LAUNCH_SIM_AUTO_OPEN",
+    help="colab: run each new notebook at once [env: LAUNCH_SIM_AUTO_OPEN=1].",
+)
+@click.option(
+    "--machines",
+    type=click.Choice(["auto", "docker", "process"]),
+    default="auto",
+    show_default=True,
+    help="vast: what an instance is: a container of its image (docker), a process behind its "
+    "own sshd (process: shares this host's files, ignores the image), or docker when an "
+    "engine answers (auto; it says so when it falls back).",
+)
 @click.option(
     "--egress",
     "egress",
@@ -125,6 +136,7 @@ def sim_serve(
     kernel_image: str,
     drive_url: str | None,
     auto_open: bool,
+    machines: str,
     egress: tuple[int, ...],
 ) -> None:
     """Run an emulator on 127.0.0.1 in the foreground; prints its URL once it answers, then the
@@ -143,6 +155,8 @@ def sim_serve(
         options["state_dir" if platform == "vast" else "data_dir"] = state_dir.resolve()
     if platform == "kaggle":
         options["image"] = kernel_image
+    if platform == "vast":
+        options["machines"] = machines
     if egress and platform not in ("vast", "kaggle"):
         raise click.UsageError("--egress is for the vast and kaggle emulators")
     if egress:
@@ -152,4 +166,100 @@ def sim_serve(
             raise click.UsageError("launch sim serve colab needs --drive-url (the Drive emulator)")
         options.update(drive_url=drive_url, auto_open=auto_open)
     module = importlib.import_module(f"launcher.sim.{platform}")
-    module.serve(host="127.0.0.1", port=port, on_ready=ready, **options)
+    try:
+        module.serve(host="127.0.0.1", port=port, on_ready=ready, **options)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        from launcher.errors import TargetUnavailableError
+
+        raise TargetUnavailableError(
+            f"127.0.0.1:{port} is already in use: another `launch sim serve {platform}`?",
+            hint="--port 0 picks a free port; `launch sim status` shows a running stack",
+        ) from e
+
+
+def _stack_call(fn: Callable[[], Any]) -> Any:
+    """Run a stack step; its StackError becomes the CLI's one-line error (exit 3)."""
+    from launcher.errors import TargetUnavailableError
+    from launcher.sim.stack import StackError
+
+    try:
+        return fn()
+    except StackError as e:
+        raise TargetUnavailableError(str(e)) from e
+
+
+def _say(message: str) -> None:
+    click.echo(f"› {message}", err=True)
+
+
+@sim.command("up")
+@click.option("--with-registry", is_flag=True, help="Also an image registry on 127.0.0.1:5000.")
+@click.option(
+    "--runner",
+    type=click.Choice(["auto", "compose", "process"]),
+    default="auto",
+    show_default=True,
+    help="compose.yaml with whichever compose this machine has, or detached processes "
+    "(auto: compose when it and a docker engine are here).",
+)
+@click.option("--auto-open", is_flag=True, help="colab: run each new notebook at once.")
+def sim_up(with_registry: bool, runner: str, auto_open: bool) -> None:
+    """Start every emulator (Vast, Kaggle, Drive, Colab) on 127.0.0.1:8765-8768 and wait until
+    each answers; then `eval "$(launch sim env)"` points launch at them.
+    LAUNCH_SIM_<SERVICE>_PORT moves a service, LAUNCH_SIM_STATE the state [/tmp/launch-sim]."""
+    from launcher.sim import stack
+
+    up = _stack_call(
+        lambda: stack.up(
+            runner=runner, with_registry=with_registry, auto_open=auto_open, say=_say
+        )
+    )
+    _print_status(up)
+    click.echo('next: eval "$(launch sim env)"', err=True)
+
+
+@sim.command("down")
+def sim_down() -> None:
+    """Stop the stack `launch sim up` started, and every machine and kernel it made."""
+    from launcher.sim import stack
+
+    if _stack_call(lambda: stack.down(_say)) is None:
+        click.echo(f"no stack is up (nothing recorded in {stack.state_dir()})", err=True)
+
+
+@sim.command("status")
+def sim_status() -> None:
+    """Each service of the stack: up or down, and its URL."""
+
+    _print_status(_current())
+
+
+@sim.command("env")
+def sim_env() -> None:
+    """The exports that point launch at the stack: `eval "$(launch sim env)"`."""
+    from launcher.sim import stack
+
+    click.echo(stack.exports(_current()))
+
+
+def _current() -> Stack:
+    from launcher.errors import TargetUnavailableError
+    from launcher.sim import stack
+
+    current = stack.load()
+    if current is None:
+        raise TargetUnavailableError(
+            f"no emulator stack is up (nothing recorded in {stack.state_dir()})",
+            hint="launch sim up [--with-registry]",
+        )
+    return current
+
+
+def _print_status(current: Stack) -> None:
+    from launcher.sim import stack
+
+    click.echo(f"stack ({current.runner}), state {current.state_dir}:")
+    for service, state, url in stack.status_rows(current):
+        click.echo(f"  {service:<9} {state:<5} {url}")

@@ -1,5 +1,6 @@
-"""compose.yaml: the emulators as containers on the host's engine, and a real `launch run` on the
-containerised Vast emulator (its instance is a sibling container with a real sshd).
+"""compose.yaml through `launch sim up`: the emulators as containers on the host's engine, and
+real `launch run`s on the containerised Vast emulator (its instance is a sibling container with
+a real sshd, running the job's own image from the stack's registry) and Kaggle emulator.
 
 Compose comes from `docker compose` (v2) or `docker-compose` (v1); when neither is installed the
 fixture installs Debian's docker-compose, and fails saying what to do when it cannot.
@@ -12,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,85 +59,101 @@ def _get(url: str) -> dict:  # type: ignore[type-arg]
         return json.loads(resp.read())
 
 
+def _sim_containers() -> set[str]:
+    """Every container an emulator or compose made (instances, kernels, the emulators)."""
+    ids: set[str] = set()
+    for label in ("launch.sim", "com.docker.compose.project"):
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={label}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        ids.update(out.stdout.split())
+    return ids
+
+
 @pytest.fixture(scope="module")
 def stack(
     compose: list[str], base_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """`compose up` of the emulators on free ports; `down` afterwards. Yields the Vast and
-    Kaggle URLs (the Drive and Colab emulators are only checked to answer)."""
-    vast_port, kaggle_port, drive_port, colab_port = (_free_port() for _ in range(4))
+) -> Iterator[dict[str, str]]:
+    """The emulators as the README brings them up: `launch sim up --with-registry` (compose,
+    which the fixture above made sure of), on free ports; `launch sim down` afterwards must
+    leave no container behind. Yields what `launch sim env` exports."""
+    state = tmp_path_factory.mktemp("sim-state")
     env = dict(
         os.environ,
         LAUNCH_BASE_IMAGE=base_image,
-        LAUNCH_SIM_VAST_PORT=str(vast_port),
-        LAUNCH_SIM_KAGGLE_PORT=str(kaggle_port),
-        LAUNCH_SIM_DRIVE_PORT=str(drive_port),
-        LAUNCH_SIM_COLAB_PORT=str(colab_port),
-        LAUNCH_SIM_STATE=str(tmp_path_factory.mktemp("sim-state")),
+        LAUNCH_SIM_STATE=str(state),
+        LAUNCH_SIM_PROJECT=f"launchsim{os.getpid()}",
         LAUNCH_SIM_KERNEL_IMAGE=base_image,
     )
-    project = ["-p", f"launchsim{os.getpid()}", "-f", str(REPO / "compose.yaml")]
+    for service in ("vast", "kaggle", "drive", "colab", "registry"):
+        env[f"LAUNCH_SIM_{service.upper()}_PORT"] = str(_free_port())
+    before = _sim_containers()
     up = subprocess.run(
-        [*compose, *project, "up", "-d", "--build"],
+        [*launch_cmd(), "sim", "up", "--with-registry"],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     try:
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        vast = f"http://127.0.0.1:{vast_port}"
-        kaggle = f"http://127.0.0.1:{kaggle_port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get(f"{vast}/api/v0/gpu_names/unique/")
-                assert _get(f"{kaggle}/_emu/health")["ok"] is True
-                assert _get(f"http://127.0.0.1:{drive_port}/_sim/health")["ok"] is True
-                assert _get(f"http://127.0.0.1:{colab_port}/_sim/sessions") == []
-                break
-            except OSError as e:
-                if time.monotonic() > deadline:
-                    logs = subprocess.run(
-                        [*compose, *project, "logs"], env=env, capture_output=True, text=True
-                    )
-                    raise AssertionError(
-                        f"the emulators never answered ({e}):\n{logs.stdout[-3000:]}"
-                    ) from e
-                time.sleep(0.5)
-        yield vast, kaggle
+        assert "stack (compose)" in up.stdout, up.stdout
+        for service in ("vast", "kaggle", "drive", "colab", "registry"):
+            assert f"{service} " in up.stdout and "down" not in up.stdout, up.stdout
+        exported = subprocess.run(
+            ["bash", "-c", 'eval "$(launch sim env)" && env'],
+            env=dict(env, PATH=f"{Path(launch_cmd()[0]).parent}:{env['PATH']}"),
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        values = dict(
+            line.split("=", 1) for line in exported.stdout.splitlines() if line.startswith(
+                ("LAUNCH_", "VAST_", "KAGGLE_")
+            )
+        )
+        yield {k: v for k, v in values.items() if not k.startswith("LAUNCH_SIM_")}
     finally:
         down = subprocess.run(
-            [*compose, *project, "down", "-t", "30"],
+            [*launch_cmd(), "sim", "down"],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert down.returncode == 0, down.stderr
+        left = _sim_containers() - before
+        assert not left, f"launch sim down left containers behind: {left}"
+        status = subprocess.run([*launch_cmd(), "sim", "status"], env=env, capture_output=True)
+        assert status.returncode == 3  # nothing recorded any more
 
 
-def test_a_job_runs_on_the_containerised_vast_emulator(
-    stack: tuple[str, str], project: Path, base_image: str, monkeypatch: pytest.MonkeyPatch
+def test_a_torch_workload_runs_from_its_image_on_the_composed_vast_emulator(
+    stack: dict[str, str],
+    project: Path,
+    cpu_image_env: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    vast, _ = stack
-    monkeypatch.setenv("LAUNCH_VAST_URL", vast)
-    monkeypatch.setenv("VAST_API_KEY", "vast-sim-key")
+    """The headline under compose: libcem (torch, numpy) built here, pushed to the stack's
+    registry, pulled by an instance the containerised emulator starts as a sibling container,
+    and run in the image's environment (its virtualenv) over SSH."""
+    for key, value in stack.items():
+        monkeypatch.setenv(key, value)
+    assert stack["LAUNCH_REGISTRY"].endswith("/launch")
     proc = subprocess.run(
-        [*launch_cmd(), "run", "jobs/hello.yaml", "--target", "vast", "--profile", "smoke",
-         "--set", f"targets.vast.image={base_image}", "--json"],
-        cwd=project, capture_output=True, text=True, timeout=300,
+        [*launch_cmd(), "run", "jobs/libcem.yaml", "--target", "vast", "--profile", "smoke",
+         "--json"],
+        cwd=project, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rec = json.loads(proc.stdout)
     assert rec["status"] == "succeeded" and float(rec["price_per_hour"]) > 0
     metrics = Path(rec["output_dir"], "outputs", "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(m)["epoch"] for m in metrics] == [1, 2, 3]
+    assert metrics and all("loss" in json.loads(m) for m in metrics)
     # the instance was destroyed: the emulator lists none
-    listed = _get(f"{vast}/api/v0/instances/?api_key=vast-sim-key")
+    listed = _get(f"{stack['LAUNCH_VAST_URL']}/api/v0/instances/?api_key={stack['VAST_API_KEY']}")
     assert listed["instances"] == []
 
 
 def test_a_job_runs_on_the_containerised_kaggle_emulator(
-    stack: tuple[str, str], project: Path, tmp_path: Path
+    stack: dict[str, str], project: Path, tmp_path: Path
 ) -> None:
     """The kernel is a sibling container whose /kaggle folders are bind-mounted from the state
     directory: this only works because compose.yaml mounts it at the same path."""
-    _, kaggle = stack
+    kaggle = stack["LAUNCH_KAGGLE_URL"]
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("KAGGLE_", "HTTP"))}
     (tmp_path / "kaggle-config").mkdir()
     env.update(

@@ -69,11 +69,11 @@ def test_sim_serve_drive_prints_url_and_exports_keeps_contents_and_stops_on_sigt
             url,
             proc.stderr.read() if proc.poll() else "",
         )
-        exports = [proc.stderr.readline().strip() for _ in range(4)]
+        exports = [proc.stderr.readline().strip() for _ in range(3)]
         assert exports == [
             "# launch:",
-            f"export LAUNCH_DRIVE_URL={url}",
-            "export LAUNCH_COLAB_CLIENT_ID=launch-sim.apps.googleusercontent.com "
+            f"export LAUNCH_DRIVE_URL={url} "
+            "LAUNCH_COLAB_CLIENT_ID=launch-sim.apps.googleusercontent.com "
             "LAUNCH_COLAB_CLIENT_SECRET=launch-sim-secret",
             "# then: launch auth colab (the emulator consents as alice@example.com at once)",
         ]

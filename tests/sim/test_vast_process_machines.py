@@ -98,3 +98,17 @@ def test_without_a_docker_engine_auto_falls_back_to_processes(
         VastSim(machines="docker").start()
     with VastSim(machines="auto") as sim:
         assert sim.machines_kind == "process"
+
+
+def test_an_engine_this_emulator_cannot_drive_is_refused_not_replaced_by_processes(
+    monkeypatch: pytest.MonkeyPatch, docker_engine: None
+) -> None:
+    """Under compose the engine's socket is mounted; without the docker SDK the emulator once
+    fell back to processes in silence, and instances stopped running their image."""
+    import sys
+
+    from launcher.sim.vast.machines import MachineError
+
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` fails: no SDK
+    with pytest.raises(MachineError, match="SDK is not installed.*engine is here"):
+        VastSim(machines="auto").start()

@@ -7,6 +7,7 @@ first boot so every instance has its own (the image's baked keys are removed).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -61,6 +62,10 @@ START_SSHD = f"mkdir -p /run/sshd && /usr/sbin/sshd {SSHD_FLAGS}"
 class MachineError(RuntimeError):
     """The machine could not be created or driven; the message says why."""
 
+    def __init__(self, message: str, *, sdk_missing: bool = False) -> None:
+        super().__init__(message)
+        self.sdk_missing = sdk_missing  # an engine may be there; this process cannot drive it
+
 
 @dataclass
 class BootRequest:
@@ -114,7 +119,9 @@ class DockerMachines:
             import docker
             import docker.errors
         except ImportError as e:  # the `docker` extra is missing
-            raise MachineError("the docker SDK is not installed (pip install docker)") from e
+            raise MachineError(
+                "the docker SDK is not installed (pip install docker)", sdk_missing=True
+            ) from e
         self._errors = docker.errors
         try:
             self._client: Any = docker.from_env(timeout=60)
@@ -276,17 +283,32 @@ def _from_a_registry(image: str) -> bool:
     return "/" in image and ("." in first or ":" in first or first == "localhost")
 
 
+def _engine_socket() -> str | None:
+    """Where a docker engine listens, when one seems to: $DOCKER_HOST or the default socket."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host:
+        return host
+    return "/var/run/docker.sock" if Path("/var/run/docker.sock").is_socket() else None
+
+
 def pick_machines(
     owner: str, kind: str = "auto", workdir: Any = None, egress: Path | None = None
 ) -> Machines:
     """Docker when an engine answers; else host processes behind a real sshd (which reach this
-    host's services without `egress`)."""
+    host's services without `egress`). An engine this process cannot drive (the SDK missing)
+    is an error, not a reason to fall back: instances would silently stop running their image."""
     if kind in ("auto", "docker"):
         try:
             return DockerMachines(owner, egress)
         except MachineError as e:
             if kind == "docker":
                 raise
+            engine = _engine_socket()
+            if engine is not None and e.sdk_missing:
+                raise MachineError(
+                    f"{e}: a docker engine is here ({engine}), and instances must be its "
+                    "containers running the requested image"
+                ) from e
             reason = str(e)
     else:
         reason = "asked for"

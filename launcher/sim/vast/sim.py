@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,14 @@ def serve(
     )
     sim.start()
     try:
+        if sim.machines_kind == "process":  # never a silent stand-in for the real thing
+            print(
+                "vast sim: no docker engine answers: instances are processes on this host "
+                "behind their own sshd; they share its files and do not run the requested "
+                "image (--machines docker refuses instead)",
+                file=sys.stderr,
+                flush=True,
+            )
         on_ready(sim.url)
         sim.serve_forever()
     except KeyboardInterrupt:
