@@ -80,12 +80,7 @@ def run(
     resume_dir: Path | None = None
     if resume_from:
         parent = session.store.resolve(resume_from)
-        resume_dir = Path(parent.output_dir) / "checkpoints"
-        if not resume_dir.is_dir() or not any(resume_dir.iterdir()):
-            raise LaunchError(
-                f"run {parent.id} has no pulled checkpoints in {resume_dir}",
-                hint=f"`launch pull {parent.id}` fetches them if the job wrote any",
-            )
+        resume_dir = Path(parent.output_dir) / "checkpoints"  # orch.start checks it holds one
     run_id = new_run_id(spec.name)
     out = (output_dir or Path.cwd() / "runs" / run_id).resolve()
     with signals_interrupt():

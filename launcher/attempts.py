@@ -25,17 +25,11 @@ from collections import deque
 from pathlib import Path
 
 from launcher import agent as agent_mod
-from launcher.errors import LaunchError
 from launcher.sync import atomic_write_bytes, tree_files
 from launcher.targets.base import LogLine
 
 ATTEMPT_LOG = "job.attempt-{n}.log"  # under logs/: the log of an attempt a later one replaced
 KEEP_LINES = 200_000  # streamed lines kept per attempt; older ones were pulled long since
-
-
-class NothingToResumeError(LaunchError):
-    """`launch run --resume-from RUN` names a run that has no complete checkpoint: starting it
-    afresh instead would silently redo (and pay for) work the user believes is saved."""
 
 
 class StreamedLog:
@@ -213,7 +207,6 @@ def copy_resume_sources(base: Path, dest: Path, skip: list[str] | None = None) -
 
 
 __all__ = [
-    "NothingToResumeError",
     "StreamedLog",
     "attempt_logs",
     "copy_resume_sources",

@@ -127,6 +127,13 @@ class RunNotFoundError(LaunchError):
     exit_code = ExitStatus.NOT_FOUND
 
 
+class NothingToResumeError(LaunchError):
+    """`launch run --resume-from RUN` names a run that has no complete checkpoint: starting it
+    afresh instead would silently redo (and pay for) work the user believes is saved."""
+
+    exit_code = ExitStatus.NOT_FOUND
+
+
 class RunFailedError(LaunchError):
     """The run itself ended FAILED; the CLI exits non-zero so scripts notice."""
 

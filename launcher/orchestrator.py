@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from launcher.attempts import (
-    NothingToResumeError,
     StreamedLog,
     has_checkpoint,
     keep_attempt_log,
     restore_metrics,
     resume_checkpoint,
 )
-from launcher.errors import LaunchError, NoCapacityError, TargetError
+from launcher.errors import LaunchError, NoCapacityError, NothingToResumeError, TargetError
 from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
 from launcher.runs import Reporter, SilentReporter, StoreLedger, new_run_id, supervisor_alive
 from launcher.signals import describe

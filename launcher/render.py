@@ -172,7 +172,9 @@ def _total(record: RunRecord) -> float:
     return sum(s for _, s in record.phase_durations())
 
 
-def final_summary(record: RunRecord) -> None:
+def final_summary(record: RunRecord, checkpoint: str | None) -> None:
+    """The run's last lines; `checkpoint` is the newest one pulled (what a resume starts from),
+    None when none came home."""
     con = _console(stderr=True)
     con.print(
         f"{_styled(record.status, bold=True)} {record.id} in {_total(record):.1f}s"
@@ -180,7 +182,11 @@ def final_summary(record: RunRecord) -> None:
     )
     con.print(f"outputs: {record.output_dir}")
     if record.status in (RunStatus.CANCELLED, RunStatus.FAILED):
-        con.print(f"resume with: launch run {record.spec_path} --resume-from {record.id}")
+        spec = record.spec_path
+        if checkpoint is not None:
+            con.print(f"resume from {checkpoint}: launch run {spec} --resume-from {record.id}")
+        else:
+            con.print(f"no checkpoint came home; run it again with: launch run {spec}")
 
 
 def runs_table(records: list[RunRecord]) -> None:

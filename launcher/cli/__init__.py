@@ -119,6 +119,7 @@ def run(
     second one abandons the cleanup and says how to finish it.
     """
     from launcher import api
+    from launcher.attempts import resume_checkpoint
     from launcher.errors import RunCancelledError, RunFailedError
     from launcher.render import final_summary
     from launcher.state import RunStatus
@@ -139,12 +140,14 @@ def run(
         _emit_json(_record_json(record))
     elif detach:
         click.echo(f"started {record.id}; follow it with `launch logs -f {record.id}`")
-    else:
-        final_summary(record)
+    checkpoint = resume_checkpoint(Path(record.output_dir))
+    if not json_out and not detach:
+        final_summary(record, checkpoint)
     if record.status.is_failed():
         raise RunFailedError(f"run {record.id} failed: {record.message or record.failure_reason}")
     if record.status is RunStatus.CANCELLED:
-        raise RunCancelledError(f"run {record.id} was cancelled; its checkpoints were pulled")
+        kept = "its checkpoints were pulled" if checkpoint else "no checkpoint was saved"
+        raise RunCancelledError(f"run {record.id} was cancelled; {kept}")
 
 
 @cli.command()

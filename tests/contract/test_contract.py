@@ -242,6 +242,9 @@ def test_cancel_before_the_job_runs_ends_the_run_without_starting_it(
     if platform.never_runs_if_cancelled_early:
         assert "running" not in [e["status"] for e in rec["events"]]
         assert "epoch 1/" not in run.text()
+        # nothing ran, so nothing was saved: say so, and never offer a resume from nothing
+        assert "no checkpoint was saved" in run.text(), run.text()
+        assert "checkpoints were pulled" not in run.text() and "--resume-from" not in run.text()
     assert_nothing_left(platform, launch_home)
 
 

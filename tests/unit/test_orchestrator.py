@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import pytest
 
 from launcher import agent as agent_mod
-from launcher.attempts import NothingToResumeError, copy_resume_sources
-from launcher.errors import NoCapacityError, SubmitError, TargetError
+from launcher.attempts import copy_resume_sources
+from launcher.errors import NoCapacityError, NothingToResumeError, SubmitError, TargetError
 from launcher.orchestrator import Orchestrator, SilentReporter
 from launcher.signals import Interrupted
 from launcher.state import AttemptEnd, FailureReason, RunStatus, StopReason
