@@ -77,6 +77,12 @@ class ConsoleReporter:
             self.err.print(f"[dim]agent: {escape(line.text)}[/]")
         elif line.stream == "err":
             self.err.print(escape(line.text), style="")
+        elif self._status is not None and self.out.is_terminal:
+            # the spinner draws on the same terminal through stderr's console: clear it before
+            # the job's line, or the line lands after it ("⠸ running…epoch 12/40")
+            self._status.stop()
+            self.out.print(escape(line.text))
+            self._status.start()
         else:
             self.out.print(escape(line.text))
 

@@ -55,7 +55,7 @@ def _walk(store: RunStore, home: Path, status: RunStatus) -> str:
     return run_id
 
 
-def _in_terminal(args: list[str]) -> tuple[int, str]:
+def in_terminal(args: list[str]) -> tuple[int, str]:
     """Run `args` with stdout and stderr on a pseudo-terminal; its exit code and screen."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
@@ -91,7 +91,7 @@ def test_status_ls_and_report_show_a_run_in_every_status(
     for command in commands:
         args = [*launch_cmd(), *command]
         if terminal:
-            code, text = _in_terminal(args)
+            code, text = in_terminal(args)
         else:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
             code, text = proc.returncode, proc.stdout + proc.stderr
