@@ -50,8 +50,20 @@ def install_requirements():
     if not missing:
         return
     say("installing " + " ".join(missing))
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    proc = subprocess.run(cmd + CONFIG["pip_options"] + missing, capture_output=True, text=True)
-    if proc.returncode != 0:
-        fail(3, "pip could not install %s: %s" % (" ".join(missing), proc.stderr[-1500:]))
+    # pip's own lines (Collecting, Downloading, Installing, Successfully installed) go out as
+    # they come: a minute of installs must not look like a hang at home
+    cmd = [sys.executable, "-m", "pip", "install", "--progress-bar", "off",
+           "--disable-pip-version-check"]
+    proc = subprocess.Popen(cmd + CONFIG["pip_options"] + missing, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail = []
+    for line in proc.stdout:
+        line = line.rstrip()
+        if not line:
+            continue
+        tail = (tail + [line])[-30:]
+        if not line.startswith(("Requirement already satisfied", " ")):
+            say("pip: " + line)
+    if proc.wait() != 0:
+        fail(3, "pip could not install %s: %s" % (" ".join(missing), "\n".join(tail)[-1500:]))
 '''

@@ -211,4 +211,5 @@ def test_a_registry_image_is_lowered_to_what_it_has_installed(
     assert f"pip freeze of {ref}" in lowered.read_text()
     assert "launch-demo-pkg==1.0" in lowered.read_text().splitlines()
     assert "installing launch-demo-pkg==1.0" in proc.stderr, proc.stdout + proc.stderr
+    assert "kaggle: pip: " in proc.stderr  # pip's own lines stream home as they come
     assert proc.returncode == 6 and "pip could not install launch-demo-pkg==1.0" in proc.stderr
