@@ -241,6 +241,8 @@ def logs(session: Session, run_ref: str, *, follow: bool = False) -> Iterator[Lo
                 time.sleep(0.5)
         return
     files = attempt_logs(Path(record.output_dir))
+    if not files and not record.status.is_terminal():
+        return  # being prepared: there is no log yet, which is no error (`-f` waits for it)
     if not files:
         raise LaunchError(
             f"no log for run {record.id} yet",
@@ -264,8 +266,8 @@ def pull(
     session: Session, run_ref: str, *, dest: Path | None = None
 ) -> tuple[RunRecord, PullResult]:
     record = session.store.resolve(run_ref)
-    if record.handle is None:
-        raise LaunchError(f"run {record.id} never started; there is nothing to pull")
+    if record.handle is None:  # nothing was started (yet): an empty pull, not an error
+        return record, PullResult()
     target = session.target(record.target)
     result = target.pull(target.load_handle(record.handle), dest or Path(record.output_dir))
     return record, result

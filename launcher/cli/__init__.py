@@ -266,9 +266,20 @@ def logs(run_ref: str, follow: bool, timestamps: bool) -> None:
     """Print a run's log (live while it runs, else the pulled copy)."""
     from launcher import api
 
-    for line in api.logs(_session(), run_ref, follow=follow):
+    session = _session()
+    shown = 0
+    for line in api.logs(session, run_ref, follow=follow):
         text = f"{line.at} {line.text}" if timestamps else line.text
         click.echo(text, err=line.stream == "err")
+        shown += 1
+    if not shown and not follow:
+        record = session.store.resolve(run_ref)
+        if not record.status.is_terminal():
+            click.echo(
+                f"no log yet: run {record.id} is {record.status.value} "
+                f"(`launch logs -f {record.id}` follows it from its first line)",
+                err=True,
+            )
 
 
 @cli.command()
@@ -284,6 +295,10 @@ def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
         _emit_json(result.model_dump(mode="json"))
         return
     dest = out or record.output_dir
+    if record.handle is None:
+        state = "has not started yet" if not record.status.is_terminal() else "never started"
+        click.echo(f"nothing to pull: run {record.id} {state}")
+        return
     click.echo(
         f"{len(result.copied)} file(s) pulled ({result.bytes_copied} bytes), "
         f"{result.skipped_unchanged} unchanged -> {dest}"

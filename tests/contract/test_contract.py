@@ -27,6 +27,7 @@ from launcher import api
 from launcher.state import RunHandle
 from tests.conftest import default_signals, launch_cmd
 from tests.contract.platforms import Platform, unreleased
+from tests.terminal import in_terminal
 
 pytestmark = pytest.mark.docker
 
@@ -245,6 +246,57 @@ def test_cancel_before_the_job_runs_ends_the_run_without_starting_it(
         # nothing ran, so nothing was saved: say so, and never offer a resume from nothing
         assert "no checkpoint was saved" in run.text(), run.text()
         assert "checkpoints were pulled" not in run.text() and "--resume-from" not in run.text()
+    assert_nothing_left(platform, launch_home)
+
+
+def _commands_work(project: Path, platform: Platform, run_id: str, phase: str) -> None:
+    """What a user types about a live run, piped and at a terminal: no internal error, no
+    traceback, and one clear line where a command cannot answer yet."""
+    piped = [
+        ["status", run_id], ["status", run_id, "--refresh"], ["ls"], ["logs", run_id],
+        ["report"], ["plan", "jobs/hello.yaml", *platform.args], ["pull", run_id],
+    ]  # fmt: skip
+    at_terminal = [["status", run_id], ["ls"], ["logs", run_id]]
+    for command, terminal in [(c, False) for c in piped] + [(c, True) for c in at_terminal]:
+        args = [*launch_cmd(), *command]
+        if terminal:
+            code, text = in_terminal(args, cwd=project, env=platform.env)
+        else:
+            proc = subprocess.run(
+                args, cwd=project, env=platform.env, capture_output=True, text=True, timeout=120
+            )
+            code, text = proc.returncode, proc.stdout + proc.stderr
+        what = f"`launch {' '.join(command)}` {'at a terminal' if terminal else 'piped'} " + (
+            f"while {phase}:\n{text}"
+        )
+        assert "internal error" not in text and "Traceback" not in text, what
+        if command[0] == "pull" and code != 0:  # nothing to pull yet may be said, once
+            assert [line for line in text.splitlines() if line.startswith("error:")], what
+        else:
+            assert code == 0, what
+
+
+def test_every_command_answers_about_a_live_run_before_and_while_it_runs(
+    project: Path, platform: Platform, launch_home: Path
+) -> None:
+    """`status`, `ls`, `logs`, `report`, `plan` and `pull` on a run being set up (the launcher
+    paused there) and on a running one, then `cancel`: once, `status` on any unfinished run
+    died with an internal error."""
+    for rel, size in platform.extra_files.items():
+        (project / rel).write_bytes(os.urandom(size))
+    run = Launcher(
+        project, platform, "--set", SLOW.format(n=60, s=0.4), "--set", "limits.grace_seconds=5"
+    )
+    run_id = pause_in(run, launch_home, platform.early_phase)
+    try:
+        _commands_work(project, platform, run_id, platform.early_phase)
+    finally:
+        os.killpg(run.proc.pid, signal.SIGCONT)
+    run.wait_for_line("epoch 2/60")
+    _commands_work(project, platform, run_id, "running")
+    cancel = launch(project, platform, "cancel", run_id)
+    assert cancel.returncode == 0, cancel.stderr
+    assert run.finish() == 130, run.text()
     assert_nothing_left(platform, launch_home)
 
 

@@ -8,8 +8,6 @@ it, through a pipe and through a pseudo-terminal (rich draws colours and tables 
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from launcher.state import RunStatus
 from launcher.store import RunStore
 from tests.conftest import launch_cmd
+from tests.terminal import in_terminal
 
 _PATH = [
     RunStatus.PREPARING,
@@ -53,24 +52,6 @@ def _walk(store: RunStore, home: Path, status: RunStatus) -> str:
         store.transition(run_id, expected=current, new=new, message=f"now [/] {new.value} [b]")
         current = new
     return run_id
-
-
-def in_terminal(args: list[str]) -> tuple[int, str]:
-    """Run `args` with stdout and stderr on a pseudo-terminal; its exit code and screen."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
-    os.close(slave)
-    chunks: list[bytes] = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(30), b"".join(chunks).decode("utf-8", "replace")
 
 
 @pytest.fixture

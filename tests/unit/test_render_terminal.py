@@ -7,7 +7,7 @@ import re
 import sys
 import textwrap
 
-from tests.unit.test_cli_statuses import in_terminal
+from tests.terminal import in_terminal
 
 SCRIPT = textwrap.dedent(
     """
