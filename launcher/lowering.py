@@ -292,11 +292,19 @@ def frozen_requirements(ref: str, home: Path, notify: Callable[[str], None]) -> 
 
 
 def lower_job(
-    spec: JobSpec, platform: str, requirements: str, home: Path, notify: Callable[[str], None]
+    spec: JobSpec,
+    platform: str,
+    requirements: str | None,
+    home: Path,
+    notify: Callable[[str], None],
 ) -> Lowered:
     """The job's image lowered for a notebook platform (`STACKS[platform]`): the image folder's
-    requirements file (`targets.<platform>.requirements` names which), or for a registry image
-    that file relative to the project, else what the image has installed."""
+    requirements file (`targets.<platform>.requirements` names which; by default its CPU twin
+    for a job without a GPU, see `requirements_for`), or for a registry image that file
+    relative to the project, else what the image has installed."""
+    from launcher.images import requirements_for
+
+    requirements = requirements_for(spec, requirements)
     gpu = spec.resources.gpu.count > 0
     key = f"targets.{platform}.requirements"
     if spec.image_dir is not None:

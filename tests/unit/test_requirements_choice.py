@@ -3,6 +3,8 @@ the folder's CPU twin when it ships one (a CPU smoke run must not build the CUDA
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from launcher.images import requirements_for
@@ -28,3 +30,16 @@ def test_requirements_for(job: str, profile: str | None, chosen: str | None, exp
 def test_the_vast_option_leaves_it_to_the_job_by_default() -> None:
     spec = load_spec(REPO / "jobs" / "violence.yaml", profile="smoke")
     assert spec.targets.for_target("vast").requirements is None
+
+
+def test_notebook_platforms_lower_the_cpu_twin_for_a_job_without_a_gpu(tmp_path: Path) -> None:
+    """Kaggle and Colab install what the image folder lists: for a CPU smoke run of violence
+    that is tensorflow-cpu, not the CUDA wheels of requirements.txt."""
+    from launcher.lowering import lower_job
+
+    spec = load_spec(REPO / "jobs" / "violence.yaml", profile="smoke")
+    for platform in ("kaggle", "colab"):
+        opts = spec.targets.for_target(platform)
+        assert opts.requirements is None
+        names = [r["name"] for r in lower_job(spec, platform, None, tmp_path, print).requirements]
+        assert "tensorflow-cpu" in names and "tensorflow" not in names, names

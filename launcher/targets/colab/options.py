@@ -34,14 +34,15 @@ class ColabOptions(StrictModel):
         ),
     ] = 5
     requirements: Annotated[
-        str,
+        str | None,
         Field(
             description="Requirements file the notebook installs over Colab's own Python "
             "(Colab cannot run the image): a file of the image folder, or for a registry "
             "image a path from the project root (default: what the image has installed).",
+            # None: requirements-cpu.txt for a job without a GPU when the folder has one
             pattern=r"^[A-Za-z0-9._/-]+\.txt$",
         ),
-    ] = "requirements.txt"
+    ] = None
     keep: Annotated[
         bool,
         Field(

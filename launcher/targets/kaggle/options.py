@@ -42,16 +42,17 @@ class KaggleOptions(StrictModel):
         ),
     ] = 12
     requirements: Annotated[
-        str,
+        str | None,
         Field(
             description="Requirements file the kernel installs (Kaggle cannot run the image "
             "itself): a file of the image folder (e.g. requirements-kaggle.txt, pinned for "
             "Kaggle's CUDA 12 driver or to Kaggle's own PyTorch), or for a registry image a "
             "path from the project root (default: what the image has installed, read with "
             "`pip freeze` in it).",
+            # None: requirements-cpu.txt for a job without a GPU when the folder has one
             pattern=r"^[A-Za-z0-9._/-]+\.txt$",
         ),
-    ] = "requirements.txt"
+    ] = None
     max_sessions: Annotated[
         int,
         Field(ge=1, le=100, description="Chained sessions one run may use at most."),
