@@ -190,26 +190,3 @@ def test_an_image_folder_is_pushed_once_to_the_registry_and_the_instance_pulls_i
     assert "image unchanged" in again.stderr and "pushing" not in again.stderr
     assert catalog(registry)["lab/launch-hello"] == [tag]
 
-
-def test_libcem_runs_from_its_own_image_with_the_image_environment(
-    project: Path,
-    vast: VastSim,
-    cpu_image_env: str,
-    registry: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The headline: a torch workload from its own image. The image puts its virtualenv on
-    PATH with ENV; the job is started over SSH, whose sessions do not inherit it, so without
-    the image's environment `python3` is the system one and `import numpy` fails."""
-    monkeypatch.setenv("LAUNCH_REGISTRY", f"{registry}/lab")
-    proc = launch(
-        project, "run", "jobs/libcem.yaml", "--target", "vast", "--profile", "smoke", timeout=900
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "No module named" not in proc.stdout + proc.stderr
-    rec = record(project)
-    assert rec["status"] == "succeeded", rec
-    out = Path(rec["output_dir"])
-    metrics = [json.loads(x) for x in (out / "outputs" / "metrics.jsonl").read_text().split("\n") if x]
-    assert metrics and all("loss" in m for m in metrics), metrics
-    assert any((out / "checkpoints").iterdir())
