@@ -138,7 +138,8 @@ def main() -> int:
             "| case | ours | baseline (raw docker run) | ratio |",
             "| --- | --- | --- | --- |",
             f"| cold registry (push + first pull) | {cold:.1f} s (preparing "
-            f"{cold_phases.get('preparing', 0):.1f} s) | {med_raw:.1f} s | {med_raw / cold:.2f}x |",
+            f"{cold_phases.get('preparing', 0):.1f} s) | {med_raw:.1f} s "
+            f"| {med_raw / cold:.2f}x |",
             f"| warm registry, median of {args.runs} | {med_warm:.1f} s (setup "
             f"{statistics.median(setup):.1f} s) | {med_raw:.1f} s | {med_raw / med_warm:.2f}x |",
             "",
