@@ -3,17 +3,24 @@
 Two sources, because either can be the only trace: the store (runs not terminal whose supervisor
 is gone; ledger entries never released) and the platforms (resources carrying our run label that
 no live run claims).
+
+A platform account may be shared by several stores (two laptops, a laptop and a CI job): a run id
+this store does not know is no sign that nobody owns the resource. Only a label with this store's
+key (launcher/store/identity.py) makes a resource ours; other stores' resources, and those an
+older launch labelled without a key, are listed and left alone unless `all_owners` is given.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import LaunchError
 from launcher.orchestrator import StoreLedger, supervisor_alive
-from launcher.state import FailureReason, StopReason
+from launcher.state import FailureReason, RunRecord, StopReason
+from launcher.targets.base import Foreign
 
 if TYPE_CHECKING:
     from launcher.api import Session
@@ -30,11 +37,22 @@ class GcAction:
     data: dict[str, Any] = field(default_factory=dict[str, Any])  # the ledger entry's
 
 
-def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAction]:
-    """What `launch gc` would do: runs whose launcher died, and resources nobody owns."""
+@dataclass
+class GcPlan:
+    actions: list[GcAction] = field(default_factory=list[GcAction])
+    skipped: list[str] = field(default_factory=list[str])  # one line each: what is left, and why
+
+
+def plan_gc(
+    session: Session, targets: Sequence[str] = ("local",), *, all_owners: bool = False
+) -> GcPlan:
+    """What `launch gc` would do: runs whose launcher died, and resources nobody owns; and what
+    it leaves alone, with why."""
     store = session.store
-    actions: list[GcAction] = []
-    for record in store.list_runs(limit=10_000):
+    plan = GcPlan()
+    actions = plan.actions
+    records = store.list_runs(limit=10_000)
+    for record in records:
         if record.status.is_terminal():
             for res in store.resources(run_id=record.id, unreleased_only=True):
                 actions.append(
@@ -50,6 +68,7 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
                 )
             continue
         if supervisor_alive(record):
+            plan.skipped.append(f"leaving {record.id} ({record.status.value}): {_alive(record)}")
             continue
         if record.handle is not None:
             actions.append(
@@ -69,11 +88,35 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
                     f"mark run {record.id} failed (its launcher died before it started)",
                 )
             )
-    known = {r.id: r for r in store.list_runs(limit=10_000)}
+    known = {r.id: r for r in records}
     claimed = {a.native_id for a in actions}
     for name in targets:
         target = session.target(name)
-        for native_id, run_id, state in target.labelled():
+        found = target.labelled()
+        for f in target.not_ours():
+            where = f"{name} {target.stray_kind} {f.native_id}" + (
+                f", {f.state}" if f.state != target.stray_kind else ""
+            )
+            if not f.owner and f.run_id in known:
+                # an older launch's label (no store key) on a run this store made: ours
+                found.append((f.native_id, f.run_id, f.state))
+            elif all_owners:
+                actions.append(
+                    GcAction(
+                        "remove-stray",
+                        f.run_id,
+                        name,
+                        f"remove {f.label} ({where}): not ours, {_whose(f)}",
+                        f.native_id,
+                        target.stray_kind,
+                    )
+                )
+            else:
+                plan.skipped.append(
+                    f"not ours: {f.label} ({where}): {_whose(f)}; "
+                    "`launch gc --all-owners` frees it"
+                )
+        for native_id, run_id, state in found:
             rec = known.get(run_id)
             if native_id in claimed or (rec is not None and not rec.status.is_terminal()):
                 continue
@@ -89,7 +132,22 @@ def plan_gc(session: Session, targets: Sequence[str] = ("local",)) -> list[GcAct
                     target.stray_kind,
                 )
             )
-    return actions
+    return plan
+
+
+def _alive(record: RunRecord) -> str:
+    if record.supervisor_host != socket.gethostname():
+        return (
+            f"its launcher runs on {record.supervisor_host} (pid {record.supervisor_pid}); "
+            "gc here cannot tell whether it is alive"
+        )
+    return f"its launcher (pid {record.supervisor_pid}) is alive"
+
+
+def _whose(f: Foreign) -> str:
+    if f.owner:
+        return f"another store's (key {f.owner})"
+    return "labelled by an older launch that named no store, for a run this store does not know"
 
 
 def apply_gc(session: Session, actions: Sequence[GcAction]) -> list[str]:

@@ -336,22 +336,34 @@ def cancel(run_ref: str, no_wait: bool) -> None:
 @cli.command()
 @click.option("--yes", "-y", is_flag=True, help="Do it without asking.")
 @click.option("--target", "targets", multiple=True, default=("local",), show_default=True)
-def gc(yes: bool, targets: tuple[str, ...]) -> None:
-    """Stop runs whose launcher died and free resources nobody owns."""
+@click.option(
+    "--all-owners",
+    is_flag=True,
+    help="Also free what other stores on the same account (another machine's launch, or an "
+    "older launch that labelled without a store key) made; by default gc only lists them.",
+)
+def gc(yes: bool, targets: tuple[str, ...], all_owners: bool) -> None:
+    """Stop runs whose launcher died and free resources nobody owns.
+
+    Without --yes (and no terminal to confirm at) it only lists what it would do.
+    """
     from launcher.gc import apply_gc, plan_gc
 
     session = _session()
-    actions = plan_gc(session, targets)
-    if not actions:
+    plan = plan_gc(session, targets, all_owners=all_owners)
+    for line in plan.skipped:
+        click.echo(f"  {line}")
+    if not plan.actions:
         click.echo("nothing to clean up")
         return
-    for action in actions:
+    for action in plan.actions:
         click.echo(f"  {action.what}")
-    if not yes:
-        if not sys.stdin.isatty():
-            raise LaunchError("gc needs confirmation", hint="run again with --yes")
-        click.confirm("do it?", abort=True)
-    for line in apply_gc(session, actions):
+    # a listing is a dry run that succeeded: exit 0, not an error
+    if not yes and not (sys.stdin.isatty() and click.confirm("do it?")):
+        flags = [*(f"--target {t}" for t in targets), *(["--all-owners"] * all_owners)]
+        click.echo(f"nothing done (`launch gc {' '.join([*flags, '--yes'])}` does it)")
+        return
+    for line in apply_gc(session, plan.actions):
         click.echo(line)
 
 

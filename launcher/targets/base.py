@@ -205,6 +205,18 @@ class LogLine(BaseModel):
     text: str
 
 
+class Foreign(BaseModel):
+    """A resource with a launch label that this store did not make (`Target.not_ours`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    native_id: str
+    run_id: str
+    state: str
+    label: str  # as the platform shows it
+    owner: str  # the key of the store that made it; "" when the label names no store (older)
+
+
 class Ledger(Protocol):
     """Where a target writes down what it is about to create, and what it released."""
 
@@ -347,8 +359,14 @@ class Target(ABC, Generic[P, H]):
     def labelled(self) -> list[tuple[str, str, str]]:
         """Resources on the platform that carry our run label: (native id, run id, state).
 
-        `launch gc` compares them with the store, to find what no record knows about.
+        `launch gc` compares them with the store, to find what no record knows about. Only
+        this store's: a target on an account other stores share lists theirs in `not_ours`.
         """
+        return []
+
+    def not_ours(self) -> list[Foreign]:
+        """Resources with a launch label of another store, or of a launch from before labels
+        named their store. `launch gc` lists them and frees them only with --all-owners."""
         return []
 
     def plan(self, spec: JobSpec) -> Plan:

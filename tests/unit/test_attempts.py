@@ -20,7 +20,7 @@ from launcher.attempts import (
 )
 from launcher.state import AttemptRecord
 from launcher.targets.base import LogLine
-from launcher.targets.vast.lifecycle import ours
+from launcher.targets.vast.lifecycle import parse_label
 
 
 def _line(i: int) -> LogLine:
@@ -127,10 +127,12 @@ def test_a_resume_starts_from_checkpoints_and_outputs_and_skips_what_it_must(
     ]
 
 
-def test_only_our_label_scheme_names_a_run() -> None:
-    assert ours("launch-hello-1a2b3c") == "hello-1a2b3c"
-    for label in ("launch-", "my-launch-x", "Launch-x", "", None, 42):
-        assert ours(label) is None
+def test_only_our_label_scheme_names_a_run_and_its_store() -> None:
+    assert parse_label("launch:0a1b2c3d:hello-1a2b3c") == ("hello-1a2b3c", "0a1b2c3d")
+    assert parse_label("launch-hello-1a2b3c") == ("hello-1a2b3c", "")  # an older launch's
+    for label in ("launch-", "my-launch-x", "Launch-x", "", None, 42, "launch:0a1b2c3d:",
+                  "launch:zz:hello-1a2b3c", "launch:hello-1a2b3c"):  # fmt: skip
+        assert parse_label(label) is None
 
 
 def _pulled_without_checkpoint(run: Path) -> None:

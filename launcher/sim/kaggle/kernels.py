@@ -60,6 +60,9 @@ class KernelStore:
         self._next_kernel = 1001
         self._next_session = 50_000_001
         self.reject_next: str | None = None  # knob: the next SaveKernel answers this error
+        # knob: the next SaveKernel fails with (mode, status, message): "error" before it acts,
+        # "lost" after (the kernel version and its session exist; the answer is the error)
+        self.fail_push: tuple[str, int, str] | None = None
         self.fail_next: str | None = None  # knob: the next session's script fails with this
         self.secrets: dict[str, dict[str, str]] = {}  # owner (lowercase) -> label -> value
         quota.running = self._running_seconds
@@ -111,6 +114,9 @@ class KernelStore:
         if self.reject_next is not None:
             msg, self.reject_next = self.reject_next, None
             return {"error": msg}
+        failure, self.fail_push = self.fail_push, None
+        if failure is not None and failure[0] == "error":
+            raise RpcError(failure[1], failure[2] or "injected failure")
         owner, slug = self._target(user, body)
         if owner.lower() != user.lower():
             raise RpcError(403, f"user {user} cannot push kernels for {owner}")
@@ -167,6 +173,8 @@ class KernelStore:
             k.versions.append(KernelVersion(number, text, session))
         if session is not None:
             self._runner.start(session, self._ended)
+        if failure is not None:  # "lost": Kaggle acted, its answer did not arrive
+            raise RpcError(failure[1], failure[2] or "injected: the answer was lost")
         return {
             "ref": f"/code/{k.ref}",
             "url": f"{WEB}/code/{k.ref}",
@@ -264,14 +272,12 @@ class KernelStore:
         }
 
     def cancel(self, user: str, body: dict[str, Any]) -> dict[str, Any]:
-        sid = int(body.get("kernelSessionId") or 0)
-        s = self.session(sid)
-        if s is None:  # the sim also takes a kernel id: its latest session [sim convenience]
-            with self._lock:
-                k = next((k for k in self._kernels.values() if k.id == sid), None)
-            if k is not None:
-                s = next((v.session for v in reversed(k.versions) if v.session), None)
-        if s is None or s.owner.lower() != user.lower():
+        """CancelKernelSession takes a kernel SESSION id (kagglesdk's
+        ApiCancelKernelSessionRequest.kernel_session_id): a kernel id, another user's session,
+        or a session of a deleted kernel is 404 Not found, as any id Kaggle does not know."""
+        sid = body.get("kernelSessionId")
+        s = self.session(sid) if isinstance(sid, int) and not isinstance(sid, bool) else None
+        if s is None or s.owner.lower() != user.lower() or not self._live(s):
             raise RpcError(404, "Not found")
         if s.terminal:
             return {"errorMessage": f"The session is already {s.status}"}
@@ -279,6 +285,12 @@ class KernelStore:
         return {}
 
     # -- internals --------------------------------------------------------------------------
+
+    def _live(self, s: Session) -> bool:
+        """The session belongs to a kernel that still exists (not a deleted one's)."""
+        with self._lock:
+            k = self._kernels.get((s.owner.lower(), s.slug.lower()))
+            return k is not None and any(v.session is s for v in k.versions)
 
     @staticmethod
     def log_text(s: Session) -> str:

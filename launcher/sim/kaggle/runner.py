@@ -307,6 +307,10 @@ class Runner:
 
     def _command(self, s: Session, script: Path) -> tuple[list[str], dict[str, str], Path]:
         kaggle_env = {
+            # the one place a kernel learns its session id (what CancelKernelSession takes):
+            # third-party code reads it from this name's digits; the name's shape is
+            # unverified, so the sim's only promises that its last all-digit part is the id
+            "KAGGLE_CONTAINER_NAME": f"kaggle_sim{self.instance}-{s.id}",
             "KAGGLE_KERNEL_RUN_TYPE": "Batch",
             "KAGGLE_USER_SECRETS_TOKEN": f"kaggle-sim-session-{s.id}",
             "PYTHONUNBUFFERED": "1",

@@ -156,6 +156,14 @@ class KaggleSim:
         """The next SaveKernel answers 200 with this ``error`` (the CLI still exits 0)."""
         self.kernels.reject_next = message
 
+    def fail_next_push(self, mode: str = "lost", status: int = 502, message: str = "") -> None:
+        """The next SaveKernel answers `status` (5xx): mode "lost" after the kernel version and
+        its session were made (an answer lost after Kaggle acted: a blind retry runs the job
+        twice), "error" before anything was made."""
+        if mode not in ("lost", "error"):
+            raise ValueError(f"unknown push failure mode {mode!r}: lost or error")
+        self.kernels.fail_push = (mode, int(status), message)
+
     def fail_next_kernel(self, message: str = "injected kernel failure") -> None:
         """The next session's script exits non-zero (with ``message`` on stderr) -> ERROR."""
         self.kernels.fail_next = message
@@ -245,6 +253,7 @@ class KaggleSim:
         """The knobs over HTTP: ``POST /_emu/control/<knob>`` with the keyword arguments."""
         knobs: dict[str, Callable[..., None]] = {
             "reject-push": self.reject_next_push,
+            "fail-push": self.fail_next_push,
             "fail-kernel": self.fail_next_kernel,
             "fail-requests": self.fail_next_requests,
             "interrupt-upload": self.interrupt_next_upload,

@@ -5,7 +5,9 @@ kagglesdk is used rather than the `kaggle` package: `import kaggle` authenticate
 official client does not do, this module adds:
 
 - retries with backoff (honouring Retry-After) on 429, 5xx and connection errors for every call:
-  kagglesdk retries nothing, and the CLI retries only uploads and dataset creation (§1.5);
+  kagglesdk retries nothing, and the CLI retries only uploads and dataset creation (§1.5). A call
+  that is not safe to repeat (SaveKernel: each push starts a session) is retried only where
+  Kaggle cannot have acted; otherwise rpc.py looks for what it made before trying again;
 - a timeout on every request (requests' default is to wait forever);
 - one error type: `TargetError` with Kaggle's own words, `raise ... from` the SDK's exception;
 - the endpoint from `LAUNCH_KAGGLE_URL` (an emulator), by repointing kagglesdk's PROD endpoint,
@@ -22,7 +24,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +36,7 @@ from launcher.progress import CountingReader
 from launcher.targets.kaggle.rpc import (
     KaggleNotFoundError,
     KaggleRpc,
+    KaggleUnsureError,
     KernelSession,
     LogEntry,
     log_entries,
@@ -148,11 +151,13 @@ class KaggleClient(KaggleRpc):
         *,
         attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.creds = credentials or find_credentials()
         self.url = (url or api_url()).rstrip("/")
         self.attempts = attempts or settings.count("LAUNCH_KAGGLE_ATTEMPTS", default=6)
         self._sleep = sleep
+        self._notify = notify
         self._sdk: Any = None
         self._requests: Any = None
 
@@ -189,7 +194,9 @@ class KaggleClient(KaggleRpc):
         self._sdk = sdk
         return sdk
 
-    def call_object(self, service: str, method: str, body: dict[str, Any]) -> Any:
+    def call_object(
+        self, service: str, method: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> Any:
         """One RPC (`{service}.{Method}`) with retries; kagglesdk's response object."""
         sdk = self._client()
         module, group, attr = _SERVICES[service]
@@ -197,11 +204,15 @@ class KaggleClient(KaggleRpc):
         name = "".join(p[:1].upper() + p[1:] for p in method.split("_"))
         req_cls = getattr(types, f"Api{name}Request", None) or getattr(types, f"{name}Request")
         fn = getattr(getattr(getattr(sdk, group), attr), method)
-        return self._retrying(f"{service}.{name}", lambda: fn(req_cls.from_dict(body)))
+        return self._retrying(
+            f"{service}.{name}", lambda: fn(req_cls.from_dict(body)), idempotent=idempotent
+        )
 
-    def call(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One RPC with retries; the response as a dict."""
-        resp = self.call_object(service, method, body)
+    def call(
+        self, service: str, method: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """One RPC with retries; the response as a dict (see KaggleRpc.call for `idempotent`)."""
+        resp = self.call_object(service, method, body, idempotent=idempotent)
         return cast("dict[str, Any]", resp.to_dict()) if resp is not None else {}
 
     def quota(self) -> dict[str, tuple[float, float]]:
@@ -218,7 +229,15 @@ class KaggleClient(KaggleRpc):
                 out[key] = (float(used), float(allowed.total_seconds()) if allowed else 0.0)
         return out
 
-    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+    def pause(self, attempt: int) -> None:
+        delay = settings.seconds("LAUNCH_KAGGLE_RETRY_S", default=1.0)
+        self._sleep(min(delay * 2 ** (attempt - 1) * random.uniform(0.5, 1), 60.0))
+
+    def note(self, message: str) -> None:
+        if self._notify is not None:
+            self._notify(message)
+
+    def _retrying(self, what: str, fn: Callable[[], Any], *, idempotent: bool = True) -> Any:
         req = self._requests if self._requests is not None else _sdk("requests")
         delay = settings.seconds("LAUNCH_KAGGLE_RETRY_S", default=1.0)
         for attempt in range(1, self.attempts + 1):
@@ -228,6 +247,10 @@ class KaggleClient(KaggleRpc):
                 resp = e.response
                 status = resp.status_code if resp is not None else 0
                 reason = _reason(e)
+                if not idempotent and status in RETRIED_STATUS and status != 429:
+                    # Kaggle may have acted before the error (a 429 refuses before acting)
+                    detail = f"{status} {reason}"
+                    raise KaggleUnsureError(f"Kaggle {what} failed: {detail}", detail) from e
                 if status not in RETRIED_STATUS or attempt == self.attempts:
                     if status == 401 or status == 403:
                         raise TargetUnavailableError(
@@ -239,9 +262,15 @@ class KaggleClient(KaggleRpc):
                     raise error(f"Kaggle {what} failed{tries}: {status} {reason}") from e
                 wait = _retry_after(resp) if resp is not None else None
             except (req.exceptions.ConnectionError, req.exceptions.Timeout) as e:
-                if attempt == self.attempts or nothing_listens(self.url, e):
-                    where = f"Kaggle ({what}{f', {attempt} tries' if attempt > 1 else ''})"
-                    raise unreachable(where, self.url, "LAUNCH_KAGGLE_URL", "kaggle", e) from e
+                listens = not nothing_listens(self.url, e)
+                if listens and not idempotent and not _never_sent(req, e):
+                    detail = f"no answer ({type(e).__name__})"
+                    raise KaggleUnsureError(f"Kaggle {what} failed: {detail}", detail) from e
+                if attempt == self.attempts or not listens:
+                    doing = what + (f", {attempt} tries" if attempt > 1 else "")
+                    raise unreachable(
+                        "Kaggle", self.url, "LAUNCH_KAGGLE_URL", "kaggle", e, doing
+                    ) from e
                 wait = None
             # full jitter, so parallel launchers do not retry in step
             pause = (
@@ -349,6 +378,7 @@ class KaggleClient(KaggleRpc):
         session = sdk.http_client()._session  # kagglesdk's session: it carries the auth
         url = f"{self.url}/v1/kernels/logs/stream/{owner}/{slug}"
         events: list[Any] = []
+        quiet = _sdk("urllib3.exceptions").HTTPError  # a read timeout on the raw stream
         try:
             r = session.get(
                 url, stream=True, timeout=(10.0, wait_s), headers={"Accept": "text/event-stream"}
@@ -360,21 +390,33 @@ class KaggleClient(KaggleRpc):
                     data = r.json()
                     return log_entries(rows({"log": data}, "log"))
                 until = time.monotonic() + 4 * wait_s  # a chatty job must not hold us here
-                for raw in r.iter_lines(decode_unicode=True):
-                    if time.monotonic() > until:
-                        break
-                    line = str(raw or "")
+                for line in _arriving_lines(r.raw, until):
                     if not line.startswith("data:"):
                         continue
                     payload = line[len("data:") :].strip()
                     if payload == "END_OF_LOG":
                         break
                     events.append(json.loads(payload))
-        except (req.exceptions.ConnectionError, req.exceptions.Timeout):
+        except (req.exceptions.ConnectionError, req.exceptions.Timeout, quiet):
             pass  # no event within wait_s: what arrived so far is the log so far
         except (req.exceptions.RequestException, ValueError):
             return None
         return log_entries(rows({"log": events}, "log"))
+
+
+def _arriving_lines(raw: Any, until: float) -> Iterator[str]:
+    """The stream's lines as they arrive, until the deadline. (requests' iter_lines waits for
+    512-byte chunks: a quiet session's last lines, the kernel's first among them, would wait
+    for more output.)"""
+    buf = b""
+    while time.monotonic() <= until:
+        # what has arrived (at least a byte), b"" at the end; gzip undone as iter_lines does
+        chunk: bytes = raw.read1(1 << 16, decode_content=True)
+        if not chunk:
+            return
+        *lines, buf = (buf + chunk).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8", "replace").rstrip("\r")
 
 
 def _reason(e: Any) -> str:
@@ -387,6 +429,16 @@ def _reason(e: Any) -> str:
     if isinstance(body, dict) and cast("dict[str, Any]", body).get("message"):
         return str(cast("dict[str, Any]", body)["message"])
     return str(resp.reason if resp is not None and resp.reason else e)
+
+
+def _never_sent(req: Any, e: Exception) -> bool:
+    """The request never left: the connection did not open (a connect timeout, a refused or
+    unresolvable host). Anything later may have reached Kaggle."""
+    if isinstance(e, req.exceptions.ConnectTimeout):
+        return True
+    new_connection = _sdk("urllib3.exceptions").NewConnectionError
+    reason = getattr(e.args[0], "reason", e.args[0]) if e.args else None
+    return isinstance(reason, new_connection)
 
 
 def _retry_after(resp: Any) -> float | None:

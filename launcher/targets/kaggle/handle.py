@@ -2,7 +2,11 @@
 things on Kaggle.
 
 Every kernel and dataset name starts with "launch-" (`launch gc` looks for that); a kernel's title
-carries the run id ("launch <run id> s<N>"), since slugs cannot hold every run id character.
+carries the run id and the key of the store that pushed it ("launch <run id> s<N> <store key>"),
+since slugs cannot hold every run id character. The slug ends with the same key, so the title
+still resolves to the slug (Kaggle's warning when it does not) for short job names, and two
+stores on one account never push to each other's kernel. Kernels of a launch from before the key
+have titles "launch <run id> s<N>".
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from launcher.store.identity import is_store_key
 from launcher.targets.base import Handle, Prepared
 from launcher.targets.jobfiles import seconds_between
 
@@ -27,25 +32,29 @@ def slugify(text: str, limit: int) -> str:
     return s[:limit].strip("-") or "job"
 
 
-def run_core(run_id: str) -> str:
-    """The run id as a slug part: the job (cut to fit) and the id's random suffix."""
+def run_core(run_id: str, job_room: int = 29) -> str:
+    """The run id as a slug part: the job (cut to `job_room`) and the id's random suffix."""
     job, _, suffix = run_id.rpartition("-")
     if not job:
-        return slugify(run_id, 36)
-    return f"{slugify(job, 29)}-{slugify(suffix, 6)}"
+        return slugify(run_id, job_room + 7)
+    return f"{slugify(job, job_room)}-{slugify(suffix, 6)}"
 
 
-def kernel_slug(run_id: str, session: int) -> str:
-    return f"{PREFIX}{run_core(run_id)}-s{session}"
+def kernel_slug(run_id: str, session: int, owner: str) -> str:
+    # launch-<job 20>-<6>-s<N>-<key 8>: at most 48 characters up to session 99
+    return f"{PREFIX}{run_core(run_id, 20)}-s{session}-{owner}"
 
 
-def kernel_title(run_id: str, session: int) -> str:
-    return f"launch {run_id} s{session}"
+def kernel_title(run_id: str, session: int, owner: str) -> str:
+    return f"launch {run_id} s{session} {owner}"
 
 
-def run_of_title(title: str) -> str | None:
-    m = re.fullmatch(r"launch (\S+) s\d+", title.strip())
-    return m.group(1) if m else None
+def parse_title(title: str) -> tuple[str, str] | None:
+    """(run id, store key) of a kernel title launch made, the key "" for an older launch's."""
+    m = re.fullmatch(r"launch (\S+) s\d+(?: (\S+))?", title.strip())
+    if m is None or (m.group(2) is not None and not is_store_key(m.group(2))):
+        return None
+    return m.group(1), m.group(2) or ""
 
 
 def bundle_slug(job: str) -> str:
@@ -143,7 +152,10 @@ class KaggleHandle(Handle):
 
     owner: str
     kernel_slug: str
-    kernel_id: int | None = None
+    kernel_id: int | None = None  # SaveKernel's answer: the kernel's id, never its session's
+    # the id CancelKernelSession takes; only the kernel itself knows it (it says it first in its
+    # log: outputs.SESSION_LINE), so it is stored once the log showed it (`advance`)
+    kernel_session_id: int | None = None
     bundle_ref: str  # owner/slug/versions/N
     input_refs: list[str] = Field(
         default_factory=list[str]

@@ -41,6 +41,16 @@ def say(msg):
     sys.stderr.flush()
 
 
+def say_session():
+    """Say this session's id first: Kaggle's cancel (CancelKernelSession) takes it, and Kaggle
+    names it only in here, as the last all-digit part of KAGGLE_CONTAINER_NAME [3rd-party code
+    reads it so; unverified]. The launcher reads this line from the log (outputs.SESSION_LINE)."""
+    parts = os.environ.get("KAGGLE_CONTAINER_NAME", "").split("-")
+    ids = [p for p in parts if p.isdigit()]
+    if ids:
+        say("kernel session " + ids[-1])
+
+
 def fail(code, msg):
     say(msg)
     status = {"run_id": CONFIG["run_id"], "phase": "exited", "exit_code": code, "error": msg,
@@ -146,6 +156,7 @@ def input_dir():
 
 
 def main():
+    say_session()
     os.makedirs(WORKING, exist_ok=True)
     bundle = tempfile.mkdtemp(prefix="launch-bundle-")
     unpack(CONFIG["bundle_slug"], CONFIG["bundle_file"], CONFIG["bundle_sha256"], bundle)

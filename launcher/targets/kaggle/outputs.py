@@ -9,6 +9,7 @@ then verified and atomic like every other target's.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +21,12 @@ from launcher.targets.jobfiles import AgentStatus
 from launcher.targets.kaggle.client import KaggleClient, LogEntry, log_entries, rows
 
 DONE_MARK = ".complete"  # hidden: pull_tree skips it
+
+# What the kernel says first (kernel.py): the id of its session, which CancelKernelSession takes
+# and which Kaggle names nowhere but inside the kernel (no push, status or list answer carries
+# it; kagglesdk 0.1.38 types). The kernel reads it from KAGGLE_CONTAINER_NAME [3rd-party code
+# reads the session id from that name's digits; unverified against Kaggle].
+SESSION_LINE = re.compile(r"\[agent\] kaggle: kernel session (\d+)")
 
 
 def fetch_outputs(
@@ -61,6 +68,18 @@ def parse_log(log: str) -> list[LogEntry]:
     except ValueError:
         return []
     return log_entries(rows({"log": data}, "log"))
+
+
+def session_id(entries: list[LogEntry]) -> int | None:
+    """The kernel session id the kernel said in its log (the first such line), if it has."""
+    for e in entries:
+        if e.stream_name == "stdout":
+            continue  # the kernel says it on stderr, before the job starts
+        for text in e.data.splitlines():
+            m = SESSION_LINE.fullmatch(text.strip())
+            if m:
+                return int(m.group(1))
+    return None
 
 
 def to_lines(entries: list[LogEntry]) -> list[LogLine]:

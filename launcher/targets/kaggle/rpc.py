@@ -14,9 +14,21 @@ from pydantic import BaseModel, Field
 
 from launcher.errors import TargetError
 
+WEB = "https://www.kaggle.com"  # where Kaggle's answers point (only ever printed)
+
 
 class KaggleNotFoundError(TargetError):
     """Kaggle answered 404: the kernel, dataset or session does not exist (or is not ours)."""
+
+
+class KaggleUnsureError(TargetError):
+    """A call that is not safe to repeat failed in a way that leaves open whether Kaggle acted
+    on it (a 5xx, a timeout, a connection dropped after the request went out). `detail` is
+    what went wrong ("502 Bad Gateway")."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class KernelPush(BaseModel):
@@ -28,6 +40,15 @@ class KernelPush(BaseModel):
     url: str = ""
     error: str = ""
     invalid_sources: list[str] = Field(default_factory=list[str])
+
+
+class KernelMeta(BaseModel):
+    """GetKernel's metadata: the kernel's id, its title, and its newest version (None when
+    Kaggle leaves the optional field out)."""
+
+    id: int | None = None
+    title: str = ""
+    version: int | None = None
 
 
 class KernelSession(BaseModel):
@@ -69,9 +90,24 @@ class DatasetInfo(BaseModel):
 
 
 class KaggleRpc(ABC):
+    attempts: int = 1  # tries of one call (the client's setting)
+
     @abstractmethod
-    def call(self, service: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One RPC (`{service}.{Method}`) with retries; the response as a dict."""
+    def call(
+        self, service: str, method: str, body: dict[str, Any], *, idempotent: bool = True
+    ) -> dict[str, Any]:
+        """One RPC (`{service}.{Method}`) with retries; the response as a dict.
+
+        Not `idempotent`: retried only where Kaggle cannot have acted (a 429, a connection that
+        never opened); where it may have, `KaggleUnsureError` is raised for the caller to look."""
+
+    @abstractmethod
+    def pause(self, attempt: int) -> None:
+        """Wait before try `attempt + 1` of something the caller retries itself."""
+
+    @abstractmethod
+    def note(self, message: str) -> None:
+        """One line for the user (what was done instead of what was asked)."""
 
     # ---- kernels ----------------------------------------------------------------------------
 
@@ -103,7 +139,9 @@ class KaggleRpc(ABC):
         }
         if accelerator:
             body["machineShape"] = accelerator
-        resp = self.call("kernels", "save_kernel", body)
+        resp = self._push_once(ref, body)
+        if isinstance(resp, KernelPush):
+            return resp
         kid, version = resp.get("kernelId"), resp.get("versionNumber")
         invalid: list[Any] = list(resp.get("invalidDatasetSources") or [])
         return KernelPush(
@@ -112,6 +150,49 @@ class KaggleRpc(ABC):
             url=str(resp.get("url") or ""),
             error=str(resp.get("error") or ""),
             invalid_sources=[str(x) for x in invalid],
+        )
+
+    def _push_once(self, ref: str, body: dict[str, Any]) -> dict[str, Any] | KernelPush:
+        """SaveKernel, made at most once: every push starts a session that spends quota, so a
+        push whose answer was lost (a 5xx or a timeout after Kaggle may have acted) is not sent
+        again before the kernel shows that no new version came of it; one that did is adopted.
+        The answer, or the adopted push."""
+        owner, _, slug = ref.partition("/")
+        before = self.kernel_meta(owner, slug)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self.call("kernels", "save_kernel", body, idempotent=False)
+            except KaggleUnsureError as e:
+                self.pause(attempt)  # a slow push may still land: give it time before looking
+                now = self.kernel_meta(owner, slug)
+                if now is not None and (
+                    before is None or (now.version or 0) > (before.version or 0)
+                ):
+                    self.note(
+                        f"Kaggle's answer to the push of {ref} was lost ({e.detail}), but it "
+                        f"made version {now.version}: using that one, not pushing again"
+                    )
+                    return KernelPush(
+                        kernel_id=now.id, version=now.version, url=f"{WEB}/code/{owner}/{slug}"
+                    )
+                if attempt == self.attempts:
+                    raise TargetError(
+                        f"Kaggle kernels.SaveKernel failed after {attempt} tries: {e.detail}"
+                    ) from e
+        raise AssertionError("unreachable")
+
+    def kernel_meta(self, owner: str, slug: str) -> KernelMeta | None:
+        """GetKernel's metadata; None when Kaggle does not know the kernel (404)."""
+        try:
+            resp = self.call("kernels", "get_kernel", {"userName": owner, "kernelSlug": slug})
+        except KaggleNotFoundError:
+            return None
+        meta: Any = resp.get("metadata") or {}
+        kid, version = meta.get("id"), meta.get("currentVersionNumber")
+        return KernelMeta(
+            id=int(kid) if kid else None,
+            title=str(meta.get("title") or ""),
+            version=int(version) if version is not None else None,
         )
 
     def kernel_session(self, owner: str, slug: str) -> KernelSession | None:
@@ -127,12 +208,14 @@ class KaggleRpc(ABC):
             failure_message=str(resp.get("failureMessage") or ""),
         )
 
-    def cancel_kernel_session(self, session_id: int) -> None:
-        """Ask a running session to stop (its job gets SIGTERM); silent when it is gone."""
-        try:
-            self.call("kernels", "cancel_kernel_session", {"kernelSessionId": session_id})
-        except KaggleNotFoundError:
-            pass
+    def cancel_kernel_session(self, session_id: int) -> str:
+        """Ask a running session to stop (its job gets SIGTERM). "" when Kaggle took it, else
+        the `errorMessage` it answered; `KaggleNotFoundError` when it knows no such session.
+
+        The id is a kernel SESSION id (kagglesdk's ApiCancelKernelSessionRequest), which no
+        push or status answer carries: not the kernel id SaveKernel answers."""
+        resp = self.call("kernels", "cancel_kernel_session", {"kernelSessionId": session_id})
+        return str(resp.get("errorMessage") or "")
 
     def delete_kernel(self, owner: str, slug: str) -> None:
         """Delete a kernel (Kaggle stops its session); silent when it is already gone."""

@@ -19,6 +19,7 @@ from launcher.targets.kaggle.handle import BundleParts, KaggleHandle, KagglePrep
 from launcher.targets.kaggle.kernel import kernel_source
 from launcher.targets.kaggle.lowering import gpu_problems
 from launcher.targets.kaggle.options import KaggleOptions
+from launcher.targets.kaggle.rpc import KernelInfo
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -31,9 +32,11 @@ def push_kernel(
     ledger: Ledger,
     state: tuple[str, str] | None,
     notify: Callable[[str], None],
+    store: str,
 ) -> KaggleHandle:
     """Push the kernel of session `h.attempt` (the ledger hears of it first); `state` is the
-    (file, sha256) of the archive in `h.state_slug`, for a resumed session."""
+    (file, sha256) of the archive in `h.state_slug`, for a resumed session; `store` is the key
+    of the store pushing it, which its title carries."""
     parts = bundle_parts(prepared)
     config: dict[str, Any] = dict(
         prepared.kernel.model_dump(),
@@ -53,7 +56,7 @@ def push_kernel(
     sources = [h.bundle_ref, *h.input_refs, *prepared.sources]
     if state and h.state_slug:
         sources.append(f"{h.owner}/{h.state_slug}")
-    title = names.kernel_title(prepared.run_id, h.attempt)
+    title = names.kernel_title(prepared.run_id, h.attempt, store)
     ticket = ledger.intent("kernel", h.kernel_ref, {"title": title})
     pushed = client.save_kernel(
         h.kernel_ref,
@@ -122,13 +125,14 @@ def ended_status(h: KaggleHandle, native: KernelSession, st: AgentStatus | None)
     )
 
 
-def labelled_kernels(client: KaggleClient) -> list[tuple[str, str, str]]:
-    """Kernels whose title says launch made them: (owner/slug, run id, "kernel")."""
-    found: list[tuple[str, str, str]] = []
+def launch_kernels(client: KaggleClient) -> list[tuple[KernelInfo, str, str]]:
+    """Kernels whose slug and title say launch made them: (kernel, run id, key of the store
+    that pushed it, "" for an older launch's)."""
+    found: list[tuple[KernelInfo, str, str]] = []
     for k in client.my_kernels():
-        run = names.run_of_title(k.title)
-        if run is not None and k.slug.startswith(names.PREFIX):
-            found.append((k.ref, run, "kernel"))
+        parsed = names.parse_title(k.title)
+        if parsed is not None and k.slug.startswith(names.PREFIX):
+            found.append((k, *parsed))
     return found
 
 

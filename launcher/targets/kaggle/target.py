@@ -8,7 +8,10 @@
               agent's status.json from its outputs says how the job ended. A session stopped
               at its cap with the job's time left reads PREEMPTED: the orchestrator pulls and
               starts the next session from the newest checkpoint (chaining).
-    cleanup   delete the session's kernel and state dataset (the bundle dataset is kept: reused)
+    cancel    CancelKernelSession with the id of the kernel's session, which only the kernel
+              knows: it says it first in its log, and `advance` stores it in the handle
+    cleanup   delete the session's kernel and state dataset once its outputs are home (the bundle
+              dataset is kept: reused); a kernel deleted takes its outputs, checkpoints too
 
 The kernel itself (what runs on Kaggle) is in `kernel.py`; names and models in `handle.py`.
 """
@@ -24,14 +27,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from launcher import agent as agent_mod
 from launcher import settings
 from launcher.attempts import state_archive
-from launcher.errors import NoCapacityError, TargetError, TargetUnavailableError
+from launcher.errors import NoCapacityError, SubmitError, TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
 from launcher.progress import MeterFactory
+from launcher.store.identity import store_key
 from launcher.sync import LocalTree, PullResult, pull_tree
 from launcher.targets.base import (
     AttemptSpec,
     CheckResult,
     Feature,
+    Foreign,
     Handle,
     Ledger,
     LogLine,
@@ -63,6 +68,7 @@ from launcher.targets.kaggle.datasets import ensure_dataset, pack_input, split_b
 from launcher.targets.kaggle.handle import KaggleHandle, KagglePrepared
 from launcher.targets.kaggle.options import KaggleOptions
 from launcher.targets.kaggle.plan import make_plan, quota_left
+from launcher.targets.kaggle.rpc import KaggleNotFoundError, KernelInfo
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -75,6 +81,9 @@ _NATIVE_STATUS: Mapping[str, Phase] = {
     "CANCEL_REQUESTED": Phase.RUNNING,  # the job is saving its checkpoint
 }
 _TERMINAL = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
+_NOT_RUN = frozenset({"", "QUEUED", "NEW_SCRIPT"})  # nothing ran: nothing to save or lose
+_STOPPING = _TERMINAL | {"CANCEL_REQUESTED"}
+SESSION_ID_WAIT_S = 20.0  # a kernel that just started says its session id within this
 GONE_AFTER_S = 120.0  # a kernel missing this long after its push is lost
 PULLED = frozenset({agent_mod.OUTPUTS, agent_mod.CHECKPOINTS, agent_mod.LOGS})
 
@@ -124,7 +133,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
                 raise TargetUnavailableError(
                     "the kaggle target needs kagglesdk, which is not installed", hint=INSTALL_HINT
                 )
-            self._client = KaggleClient()
+            self._client = KaggleClient(notify=self.notify)
         return self._client
 
     @classmethod
@@ -265,7 +274,7 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             attempt=attempt.number,
             price_per_hour=Decimal(0),  # free; what it costs is weekly quota (usage())
             owner=owner,
-            kernel_slug=names.kernel_slug(prepared.run_id, attempt.number),
+            kernel_slug=names.kernel_slug(prepared.run_id, attempt.number, store_key(self.home)),
             bundle_ref=bundle_ref,
             input_refs=input_refs,
             job_left_s=attempt.time_left_s,
@@ -283,7 +292,19 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             upload_state(client, owner, slug, title, archive, ledger)
             h = h.model_copy(update={"state_slug": slug})
             state = (archive.name, digest)
-        return sessions.push_kernel(client, prepared, h, ledger, state, self.notify)
+        try:
+            return sessions.push_kernel(
+                client, prepared, h, ledger, state, self.notify, store_key(self.home)
+            )
+        except SubmitError:
+            # Kaggle refused what the push named after making the kernel, which started a
+            # moment ago with nothing to keep: deleted here, as release_resource keeps a
+            # running kernel whose outputs are not home
+            try:
+                client.delete_kernel(owner, h.kernel_slug)
+            except TargetError:
+                pass  # the ledger's release tries again
+            raise
 
     def describe(self, handle: KaggleHandle) -> str:
         return f"kernel {handle.kernel_ref} (session {handle.attempt})"
@@ -340,27 +361,43 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
             )
         return self._ended(h, native)
 
-    def _log_entries(self, h: KaggleHandle) -> list[LogEntry]:
-        """Kaggle's log stream; the output listing's copy of the log where it cannot be read."""
-        entries = self.client.log_stream(h.owner, h.kernel_slug, wait_s=0.3)
-        if entries is None:
-            entries = outputs.parse_log(self.client.session_output(h.owner, h.kernel_slug)[1])
-        return entries
+    def _log(self, owner: str, slug: str, *, fresh: bool = False) -> list[LogEntry]:
+        """The session's log so far: Kaggle's log stream, the output listing's copy where that
+        cannot be read. Asked at most once per poll unless `fresh`."""
+        now = time.monotonic()
+        cached = self._logs.get(slug)
+        if cached is None or fresh or now - cached[0] >= self.poll_s:
+            entries = self.client.log_stream(owner, slug, wait_s=0.3)
+            if entries is None:
+                entries = outputs.parse_log(self.client.session_output(owner, slug)[1])
+            cached = (now, entries)
+            self._logs[slug] = cached
+        return cached[1]
 
     def read_logs(self, handle: KaggleHandle, cursor: int) -> tuple[list[LogLine], int]:
         h = handle
-        now = time.monotonic()
-        cached = self._logs.get(h.kernel_slug)
         native = self._session(h)
         ended = native is not None and native.status in _TERMINAL
-        if cached is None or now - cached[0] >= self.poll_s or ended:
-            try:
-                cached = (now, self._log_entries(h))
-            except TargetError:
-                return [], cursor  # read again next poll: the cursor did not move
-            self._logs[h.kernel_slug] = cached
-        new = cached[1][cursor:]
+        try:
+            entries = self._log(h.owner, h.kernel_slug, fresh=ended)
+        except TargetError:
+            return [], cursor  # read again next poll: the cursor did not move
+        new = entries[cursor:]
         return outputs.to_lines(new), cursor + len(new)
+
+    def advance(
+        self, prepared: KagglePrepared, handle: KaggleHandle, ledger: Ledger
+    ) -> KaggleHandle | None:
+        """Store the kernel's session id once its log shows it: a cancel from any launcher
+        (the stored handle is what `launch cancel` and `launch gc` have) needs it."""
+        h = handle
+        if h.kernel_session_id is not None:
+            return None
+        try:
+            found = outputs.session_id(self._log(h.owner, h.kernel_slug))
+        except TargetError:
+            return None  # looked for again at the next probe
+        return h.model_copy(update={"kernel_session_id": found}) if found else None
 
     def pull(self, handle: KaggleHandle, dest: Path) -> PullResult:
         h = handle
@@ -378,28 +415,102 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
     # ---- stop / free ------------------------------------------------------------------------
 
     def cancel(self, handle: KaggleHandle) -> None:
+        """Ask the job to stop (SIGTERM: the agent saves a checkpoint) through Kaggle's
+        CancelKernelSession. A kernel not started yet is deleted instead: it has saved nothing,
+        and it has not said the session id a cancel needs. Raises `TargetError` when Kaggle
+        did not take the cancel: the job is then still running."""
         h = handle
-        if h.kernel_id is None:
+        self._stop(h.owner, h.kernel_slug, h.kernel_session_id, h.run_id)
+
+    def _stop(self, owner: str, slug: str, sid: int | None, run_id: str) -> None:
+        ref = f"{owner}/{slug}"
+        self._native.pop(slug, None)
+        native = self.client.kernel_session(owner, slug)
+        if native is None or native.status in _STOPPING:
+            return  # gone, ended, or stopping already
+        if native.status in _NOT_RUN:
+            self.client.delete_kernel(owner, slug)
+            self.notify(f"deleted kernel {ref}: its session had not started")
             return
+        sid = sid or self._said_session_id(owner, slug)
+        if sid is None:
+            raise TargetError(
+                f"cannot cancel kernel {ref}: it has not said its session id, which Kaggle's "
+                f"cancel takes, within {SESSION_ID_WAIT_S:g} s",
+                hint=_finish_hint(ref, run_id, running=True),
+            )
         try:
-            # NOTE: CancelKernelSession takes a session id, which no push or status answer
-            # carries; the kernel id is what we have [unverified against Kaggle]
-            self.client.cancel_kernel_session(h.kernel_id)
-        except TargetError as e:
-            self.notify(f"could not cancel {h.kernel_ref}: {e.message}")
-        self._native.pop(h.kernel_slug, None)
+            refused = self.client.cancel_kernel_session(sid)
+        except KaggleNotFoundError as e:
+            refused = e.message
+        if not refused:
+            return
+        after = self.client.kernel_session(owner, slug)
+        if after is None or after.status in _STOPPING:
+            return  # it ended meanwhile
+        raise TargetError(
+            f"Kaggle did not cancel session {sid} of kernel {ref}: {refused}",
+            hint=_finish_hint(ref, run_id, running=True),
+        )
+
+    def _said_session_id(self, owner: str, slug: str) -> int | None:
+        """The session id from the kernel's log, waiting a little for a kernel just started."""
+        deadline = time.monotonic() + SESSION_ID_WAIT_S
+        while True:
+            try:
+                found = outputs.session_id(self._log(owner, slug, fresh=True))
+            except TargetError:
+                found = None
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(1.0)
 
     def cleanup(self, handle: KaggleHandle, *, keep_data: bool = False) -> None:
+        """Delete the session's kernel (and state dataset) once its outputs are home: a kernel
+        goes with its outputs, the checkpoints among them. One still running is asked to stop
+        and kept, and so is one whose outputs cannot be fetched now: an error that names the
+        commands that finish (`keep_data`: a note, the orchestrator reports the pull)."""
         h = handle
-        self.cancel(handle)
-        fetched = (self._cache(h) / outputs.DONE_MARK).is_file()
-        if keep_data and not fetched:  # the kernel's outputs hold what was not pulled yet
-            self.notify(f"kept kernel {h.kernel_ref} on Kaggle: its outputs were not pulled")
-            return
-        self.client.delete_kernel(h.owner, h.kernel_slug)
+        self._native.pop(h.kernel_slug, None)
+        native = self.client.kernel_session(h.owner, h.kernel_slug)
+        if native is not None:
+            why = self._not_home(h.owner, h.kernel_slug, h.run_id, native, h.kernel_session_id)
+            if why is not None:
+                running = native.status not in _TERMINAL
+                hint = _finish_hint(h.kernel_ref, h.run_id, running=running)
+                if keep_data:
+                    self.notify(f"kept kernel {h.kernel_ref} on Kaggle: {why}; {hint}")
+                    return
+                raise TargetError(f"kept kernel {h.kernel_ref} on Kaggle: {why}", hint=hint)
+            self.client.delete_kernel(h.owner, h.kernel_slug)
         if h.state_slug:
             self.client.delete_dataset(h.owner, h.state_slug)
         self._native.pop(h.kernel_slug, None)
+
+    def _not_home(
+        self, owner: str, slug: str, run_id: str, native: KernelSession, sid: int | None
+    ) -> str | None:
+        """Why the kernel's outputs are not on this machine (None: they are, or there are
+        none); an ended session's are fetched first, a running one is asked to stop."""
+        cache = self.home / "kaggle" / "outputs" / run_id / slug
+        if (cache / outputs.DONE_MARK).is_file() or native.status in _NOT_RUN:
+            return None
+        if native.status in _TERMINAL:
+            try:
+                outputs.fetch_outputs(
+                    self.client, owner, slug, cache, self.meter("download outputs")
+                )
+            except TargetError as e:
+                return f"its outputs could not be fetched ({e.message})"
+            return None
+        try:
+            self._stop(owner, slug, sid, run_id)
+        except TargetError as e:
+            return f"its session is still running ({e.message})"
+        return (
+            "its session was still running; it was asked to stop (saving a checkpoint), and "
+            "its outputs can be fetched once it has"
+        )
 
     def usage(self, handle: KaggleHandle) -> dict[str, float]:
         """The weekly quota this session used: the account's use now minus at its push (other
@@ -424,16 +535,58 @@ class KaggleTarget(Target[KagglePrepared, KaggleHandle]):
         if not slug:
             return
         if kind == "kernel":
+            native = self.client.kernel_session(owner, slug)
+            if native is None:
+                return  # gone already
+            run_id = self._run_of(owner, slug, data)
+            why = self._not_home(owner, slug, run_id, native, None)
+            if why is not None:
+                raise TargetError(
+                    f"kept kernel {native_id} on Kaggle: {why}",
+                    hint=_finish_hint(native_id, run_id, running=native.status not in _TERMINAL),
+                )
             self.client.delete_kernel(owner, slug)
         elif kind == "dataset":
             self.client.delete_dataset(owner, slug)
 
+    def _run_of(self, owner: str, slug: str, data: Mapping[str, Any]) -> str:
+        """The run a kernel was pushed for, from its title: the ledger's copy, else Kaggle's
+        (where its outputs are kept for `launch pull`)."""
+        parsed = names.parse_title(str(data.get("title") or ""))
+        if parsed is None:
+            meta = self.client.kernel_meta(owner, slug)
+            parsed = names.parse_title(meta.title) if meta is not None else None
+        return parsed[0] if parsed is not None else slug
+
     def labelled(self) -> list[tuple[str, str, str]]:
+        """Kernels this store pushed: (owner/slug, run id, "kernel")."""
+        mine = store_key(self.home)
+        return [(k.ref, run, "kernel") for k, run, owner in self._kernels() if owner == mine]
+
+    def not_ours(self) -> list[Foreign]:
+        mine = store_key(self.home)
+        return [
+            Foreign(native_id=k.ref, run_id=run, state="kernel", label=k.title, owner=owner)
+            for k, run, owner in self._kernels()
+            if owner != mine
+        ]
+
+    def _kernels(self) -> list[tuple[KernelInfo, str, str]]:
         try:
-            return sessions.labelled_kernels(self.client)
+            return sessions.launch_kernels(self.client)
         except (TargetError, TargetUnavailableError) as e:
             self.notify(f"cannot list Kaggle kernels: {e.message}")
             return []
+
+
+def _finish_hint(ref: str, run_id: str, *, running: bool) -> str:
+    stop = (
+        f"stop it on kaggle.com (https://www.kaggle.com/code/{ref}, Stop session) or let it "
+        "reach its time limit; once it has ended, "
+        if running
+        else ""
+    )
+    return f"{stop}`launch pull {run_id}` brings its outputs home, then `launch gc` deletes it"
 
 
 def _margin(prepared: KagglePrepared) -> float:

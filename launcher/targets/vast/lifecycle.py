@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import NoCapacityError, TargetError
+from launcher.store.identity import is_store_key, store_key
 from launcher.targets.base import AttemptSpec, Ledger, Phase
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.client import VastClient
 from launcher.targets.vast.ssh import ensure_key
 from launcher.targets.vast.workspace import VastHandle, VastPrepared
 
-LABEL_PREFIX = "launch-"
+# `launch:<store key>:<run id>`. The store key says which store rented it (launcher/store/
+# identity.py); a launch from before it labelled `launch-<run id>`, which names no store. The new
+# form does not start with the old prefix, so an older launch's gc leaves it alone.
+LABEL_PREFIX = "launch:"
+LEGACY_PREFIX = "launch-"
 MAX_OFFERS_TRIED = 3  # creates tried per rental before giving up
 
 # "will never reach running: destroy and retry" (Vast's OpenAPI quirks)
@@ -39,11 +44,21 @@ NATIVE_STATUS: Mapping[str | None, Phase] = {
 }
 
 
-def ours(label: object) -> str | None:
-    """The run id a label of ours names (`launch-<run id>`), or None for anyone else's label."""
+def run_label(run_id: str, owner: str) -> str:
+    return f"{LABEL_PREFIX}{owner}:{run_id}"
+
+
+def parse_label(label: object) -> tuple[str, str] | None:
+    """(run id, store key) of a label launch made, the key "" for an older launch's label;
+    None for anyone else's label."""
     text = str(label or "")
-    run_id = text[len(LABEL_PREFIX) :]
-    return run_id if text.startswith(LABEL_PREFIX) and run_id else None
+    if text.startswith(LEGACY_PREFIX):
+        run_id = text[len(LEGACY_PREFIX) :]
+        return (run_id, "") if run_id else None
+    owner, sep, run_id = text[len(LABEL_PREFIX) :].partition(":")
+    if text.startswith(LABEL_PREFIX) and sep and run_id and is_store_key(owner):
+        return run_id, owner
+    return None
 
 
 def destroy_labelled(client: VastClient, label: str) -> None:
@@ -62,7 +77,7 @@ def rent(
 ) -> VastHandle:
     """Rent the best fitting offer not tried yet; the ledger hears of it first."""
     opts = prepared.options
-    label = f"{LABEL_PREFIX}{prepared.run_id}"
+    label = run_label(prepared.run_id, store_key(home))
     found = [o for o in client.search_offers(prepared.query) if int(o["id"]) not in tried]
     if not found:
         raise NoCapacityError(

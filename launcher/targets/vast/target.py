@@ -1,7 +1,7 @@
 """The Vast.ai target: rent the best offer that fits, run the agent over SSH, bring it home.
 
     submit    search offers, best $/h per reliability first (skipping offers an earlier attempt
-              tried) -> ledger intent (label launch-<run id>) -> create -> handle
+              tried) -> ledger intent (label launch:<store key>:<run id>) -> create -> handle
     advance   once the instance runs: attach our key -> connect (pin the host key) -> push
               bundle, inputs, checkpoints to resume from (only what differs, hash-checked)
               -> start the agent detached (it survives SSH drops)
@@ -26,10 +26,12 @@ from launcher import agent as agent_mod
 from launcher.errors import TargetError, TargetUnavailableError
 from launcher.inputs import InputWays, Way
 from launcher.progress import MeterFactory
+from launcher.store.identity import store_key
 from launcher.sync import PullResult
 from launcher.targets.base import (
     AttemptSpec,
     CheckResult,
+    Foreign,
     Handle,
     Ledger,
     LogLine,
@@ -42,7 +44,7 @@ from launcher.targets.base import (
 from launcher.targets.base import TargetStatus as TS
 from launcher.targets.jobfiles import AgentStatus, agent_phase, parse_log_chunk
 from launcher.targets.vast.client import VastClient, VastInstance, api_key, api_url
-from launcher.targets.vast.lifecycle import NATIVE_STATUS, destroy_labelled, ours, rent
+from launcher.targets.vast.lifecycle import NATIVE_STATUS, destroy_labelled, parse_label, rent
 from launcher.targets.vast.prepare import prepare_vast
 from launcher.targets.vast.ssh import (
     TRANSIENT,
@@ -336,23 +338,41 @@ class VastTarget(Target[VastPrepared, VastHandle]):
         if native_id.isdigit():
             self.client.destroy_instance(int(native_id))
         label = str(data.get("label") or native_id)
-        if ours(label) is not None:
+        if parse_label(label) is not None:
             destroy_labelled(self.client, label)
 
     def labelled(self) -> list[tuple[str, str, str]]:
-        """Instances whose label our scheme made (`launch-<run id>`): (instance id, run id,
-        actual status). Anyone else's instances, labelled or not, are never listed."""
+        """Instances this store labelled (`launch:<store key>:<run id>`): (instance id, run id,
+        actual status). Other stores' and anyone else's instances are never listed here."""
+        mine = store_key(self.home)
+        return [
+            (str(r.id), run_id, str(r.actual_status))
+            for r, (run_id, owner) in self._launch_rows()
+            if owner == mine
+        ]
+
+    def not_ours(self) -> list[Foreign]:
+        mine = store_key(self.home)
+        return [
+            Foreign(
+                native_id=str(r.id),
+                run_id=run_id,
+                state=str(r.actual_status),
+                label=str(r.label),
+                owner=owner,
+            )
+            for r, (run_id, owner) in self._launch_rows()
+            if owner != mine
+        ]
+
+    def _launch_rows(self) -> list[tuple[VastInstance, tuple[str, str]]]:
+        """The account's instances with a label launch made, each with (run id, store key)."""
         try:
             rows = self.client.list_instances()
         except (TargetError, TargetUnavailableError) as e:
             self.notify(f"cannot list Vast instances: {e.message}")
             return []
-        found: list[tuple[str, str, str]] = []
-        for r in rows:
-            run_id = ours(r.label)
-            if run_id is not None:
-                found.append((str(r.id), run_id, str(r.actual_status)))
-        return found
+        return [(r, parsed) for r in rows if (parsed := parse_label(r.label)) is not None]
 
     def plan(self, spec: JobSpec) -> Plan:
         from launcher.targets.vast.plan import plan_vast

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from launcher.sim.kaggle import KaggleSim
 from launcher.store import RunStore
+from launcher.store.identity import store_key
 from tests.targets.kaggle.conftest import USER, kernels_of, launch, metrics_epochs, record
 
 SMOKE = ("run", "jobs/hello.yaml", "--target", "kaggle", "--profile", "smoke")
@@ -170,26 +171,27 @@ def test_a_gpu_run_stopped_by_the_weekly_quota_keeps_its_checkpoint_and_says_why
     assert kernels_of(sim) == []
 
 
-def test_gc_removes_a_launch_kernel_no_run_knows_and_keeps_the_bundle_cache(
-    sim: KaggleSim, project: Path, kaggle_env: dict[str, str]
+def test_gc_removes_a_kernel_this_store_pushed_that_no_run_knows(
+    sim: KaggleSim, project: Path, kaggle_env: dict[str, str], launch_home: Path
 ) -> None:
     from launcher.targets.kaggle.client import Credentials, KaggleClient
 
     client = KaggleClient(Credentials(USER, key="0123456789abcdef"), sim.url)
+    key = store_key(launch_home)
     stray = {
-        "slug": f"{USER}/launch-ghost-abc123-s1",
-        "newTitle": "launch ghost-abc123 s1",
+        "slug": f"{USER}/launch-ghost-abc123-s1-{key}",
+        "newTitle": f"launch ghost-abc123 s1 {key}",
         "text": "print('left behind by a launcher killed inside submit')\n",
         "language": "python",
         "kernelType": "script",
         "kernelExecutionType": "QUICK_SAVE",
     }
     assert not client.call("kernels", "save_kernel", stray).get("error")
-    assert f"{USER}/launch-ghost-abc123-s1" in kernels_of(sim)
+    assert f"{USER}/launch-ghost-abc123-s1-{key}" in kernels_of(sim)
     proc = launch(project, kaggle_env, "gc", "--target", "kaggle", "--yes")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "remove alice/launch-ghost-abc123-s1" in proc.stdout
-    assert f"{USER}/launch-ghost-abc123-s1" not in kernels_of(sim)
+    assert f"remove alice/launch-ghost-abc123-s1-{key}" in proc.stdout
+    assert f"{USER}/launch-ghost-abc123-s1-{key}" not in kernels_of(sim)
     again = launch(project, kaggle_env, "gc", "--target", "kaggle")
     assert "nothing to clean up" in again.stdout, again.stdout + again.stderr
 

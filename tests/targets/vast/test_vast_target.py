@@ -22,6 +22,7 @@ from launcher.sim.vast import VastSim
 from launcher.spec import load_spec
 from launcher.state import AttemptEnd, RunStatus
 from launcher.store import RunStore
+from launcher.store.identity import store_key
 from launcher.targets.base import AttemptSpec, Phase, TargetStatus
 from launcher.targets.vast.client import VastClient, VastInstance
 from launcher.targets.vast.offers import offer_query
@@ -70,7 +71,8 @@ class Run:
         self.prepared = target.prepare(spec, f"t-{time.monotonic_ns()}", tmp)
         ledger = _Ledger()
         self.handle = target.submit(self.prepared, ledger, AttemptSpec(), None)
-        assert ledger.intents == [("instance", f"launch-{self.prepared.run_id}")]
+        label = f"launch:{store_key(target.home)}:{self.prepared.run_id}"
+        assert ledger.intents == [("instance", label)]
         assert ledger.made == [str(self.handle.instance_id)]
         self.target = target
 
@@ -288,7 +290,7 @@ def test_cancel_stops_the_job_with_a_checkpoint_and_pulls_are_incremental(
     target.cleanup(handle)
 
 
-def test_gc_destroys_a_labelled_instance_no_run_knows(
+def test_gc_destroys_an_instance_this_store_labelled_that_no_run_knows(
     vast_sim: VastSim, base_image: str, launch_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from launcher import api
@@ -297,15 +299,15 @@ def test_gc_destroys_a_labelled_instance_no_run_knows(
     monkeypatch.setenv("LAUNCH_VAST_URL", vast_sim.url)
     monkeypatch.setenv("VAST_API_KEY", KEY)
     made = vast_fixtures.Instances(vast_sim)
-    iid = made.create(image=base_image, label="launch-ghost-123456")
+    iid = made.create(image=base_image, label=f"launch:{store_key(launch_home)}:ghost-123456")
     other = made.create(image=base_image, label="not-ours")
     try:
         for i in (iid, other):  # booted (a destroy mid-boot races in the emulator's docker)
             vast_fixtures.wait_status(vast_sim, i, "running")
         session = api.Session(home=launch_home)
-        actions = plan_gc(session, ["vast"])
-        assert [(a.kind, a.native_id) for a in actions] == [("remove-stray", str(iid))]
-        apply_gc(session, actions)
+        plan = plan_gc(session, ["vast"])
+        assert [(a.kind, a.native_id) for a in plan.actions] == [("remove-stray", str(iid))]
+        apply_gc(session, plan.actions)
         assert vast_sim.instance(iid) is None and vast_sim.instance(other) is not None
     finally:
         made.destroy_all()

@@ -11,9 +11,11 @@ import pytest
 
 from launcher.errors import TargetError
 from launcher.sim.vast import VastSim
+from launcher.store.identity import store_key
 from launcher.sync import pull_tree, push_tree, sha256_file, tree_files
 from launcher.targets.base import Phase
 from launcher.targets.vast.client import VastInstance
+from launcher.targets.vast.lifecycle import run_label
 from launcher.targets.vast.sftp import SftpDest
 from launcher.targets.vast.ssh import SshConn, SshUnreachableError, ensure_key
 from launcher.targets.vast.stream import ShellTree
@@ -116,15 +118,24 @@ def test_job_inputs_are_uploaded_to_the_input_dir(
     target.cleanup(handle)
 
 
-def test_labelled_lists_only_instances_our_label_scheme_marks(
+def test_labelled_lists_only_instances_this_store_labelled(
     target: VastTarget, vast_sim: VastSim, instances: Instances, base_image: str
 ) -> None:
-    ours = instances.create(image=base_image, label="launch-hello-abc123")
+    ours = instances.create(
+        image=base_image, label=run_label("hello-abc123", store_key(target.home))
+    )
+    other_store = instances.create(image=base_image, label=run_label("hello-def456", "0a1b2c3d"))
+    older = instances.create(image=base_image, label="launch-hello-fed789")
     theirs = instances.create(image=base_image, label="my-launch-thing")
     bare = instances.create(image=base_image, label="launch-")
     found = {iid: run for iid, run, _state in target.labelled()}
-    assert found.get(str(ours)) == "hello-abc123"
-    assert str(theirs) not in found and str(bare) not in found
+    assert found == {str(ours): "hello-abc123"}
+    foreign = {f.native_id: (f.run_id, f.owner) for f in target.not_ours()}
+    assert foreign == {
+        str(other_store): ("hello-def456", "0a1b2c3d"),
+        str(older): ("hello-fed789", ""),
+    }
+    assert str(theirs) not in foreign and str(bare) not in foreign
 
 
 def test_big_pulls_survive_re_keying(
