@@ -49,9 +49,11 @@ def nothing_listens(url: str, e: BaseException) -> bool:
     return found is not None and int(found.group(1)) == errno.ECONNREFUSED
 
 
-def unreachable(what: str, url: str, setting: str, emulator: str, e: BaseException) -> TargetError:
-    """`cannot reach <what> at <url>: <reason>`, with the fix: the emulators for a URL on this
-    machine, the network or the setting otherwise."""
+def unreachable(
+    what: str, url: str, setting: str, emulator: str, e: BaseException, doing: str = ""
+) -> TargetError:
+    """`cannot reach <what> at <url> (<doing>): <reason>`, with the fix: the emulators for a
+    URL on this machine, the network or the setting otherwise."""
     if is_loopback(url):
         hint = (
             f"is the {emulator} emulator running? `launch sim up` starts every emulator, then "
@@ -59,4 +61,5 @@ def unreachable(what: str, url: str, setting: str, emulator: str, e: BaseExcepti
         )
     else:
         hint = f"check the network, or {setting}"
-    return TargetError(f"cannot reach {what} at {url}: {reason(e)}", hint=hint)
+    doing = f" ({doing})" if doing else ""
+    return TargetError(f"cannot reach {what} at {url}{doing}: {reason(e)}", hint=hint)

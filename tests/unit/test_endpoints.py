@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ def _closed_port() -> int:
     ],
 )
 def test_an_emulator_that_is_not_running_is_named_with_the_command_that_starts_it(
-    target: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    target: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     port = _closed_port()
     for key, value in env.items():
@@ -39,12 +40,13 @@ def test_an_emulator_that_is_not_running_is_named_with_the_command_that_starts_i
     proc = subprocess.run(
         [*launch_cmd(), "run", str(REPO / "jobs" / "hello.yaml"), "--target", target,
          "--profile", "smoke", "--set", "targets.vast.image=launch-base:local"],
-        capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     took = time.monotonic() - started
     assert proc.returncode == 4, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"127.0.0.1:{port}: Connection refused" in errors[0], proc.stderr
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0], proc.stderr
+    assert errors[0].endswith(": Connection refused"), proc.stderr
     assert "launch sim up" in proc.stderr and "Traceback" not in proc.stderr
     assert "urllib3" not in proc.stderr and "HTTPConnection" not in proc.stderr
     assert "✗ provisioning" in proc.stderr and "✓ provisioning" not in proc.stderr
