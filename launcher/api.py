@@ -25,7 +25,7 @@ from launcher.orchestrator import (
     supervisor_alive,
 )
 from launcher.signals import signals_interrupt
-from launcher.state import FailureReason, RunRecord, RunStatus, StopReason
+from launcher.state import FailureReason, ResourceState, RunRecord, RunStatus, StopReason
 from launcher.store import RunStore, default_home
 from launcher.sync import PullResult
 from launcher.targets import load_target_class
@@ -270,6 +270,10 @@ def pull(
         return record, PullResult()
     target = session.target(record.target)
     result = target.pull(target.load_handle(record.handle), dest or Path(record.output_dir))
+    if not result.changed_during_copy:  # all of it is home: a machine kept for it may go
+        for res in session.store.resources(run_id=record.id, unreleased_only=True):
+            if res.state is ResourceState.KEPT:
+                session.store.mark_resource(res.id, ResourceState.CREATED)
     return record, result
 
 

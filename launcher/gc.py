@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from launcher.errors import LaunchError
 from launcher.orchestrator import StoreLedger, supervisor_alive
-from launcher.state import FailureReason, RunRecord, StopReason
+from launcher.state import FailureReason, ResourceState, RunRecord, StopReason
 from launcher.targets.base import Foreign
 
 if TYPE_CHECKING:
@@ -52,9 +52,17 @@ def plan_gc(
     plan = GcPlan()
     actions = plan.actions
     records = store.list_runs(limit=10_000)
+    kept: set[str] = set()  # machines holding outputs that did not come home
     for record in records:
         if record.status.is_terminal():
             for res in store.resources(run_id=record.id, unreleased_only=True):
+                if res.state is ResourceState.KEPT:
+                    kept.add(res.native_id)
+                    plan.skipped.append(
+                        f"keeping {res.kind} {res.native_id} of {record.id}: its outputs did "
+                        f"not all come home; `launch pull {record.id}` fetches them first"
+                    )
+                    continue
                 actions.append(
                     GcAction(
                         "release",
@@ -89,7 +97,7 @@ def plan_gc(
                 )
             )
     known = {r.id: r for r in records}
-    claimed = {a.native_id for a in actions}
+    claimed = {a.native_id for a in actions} | kept
     for name in targets:
         target = session.target(name)
         found = target.labelled()

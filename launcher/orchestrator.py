@@ -165,8 +165,11 @@ class Orchestrator:
         )
 
     def _release_recorded(self, run_id: str, attempt: int | None = None) -> None:
-        """Free unreleased ledger entries through the target (no handle needed), then mark them."""
+        """Free unreleased ledger entries through the target (no handle needed), then mark them.
+        A machine KEPT for outputs that did not come home is left: `launch pull` first."""
         for res in self.store.resources(run_id=run_id, unreleased_only=True, attempt=attempt):
+            if res.state is ResourceState.KEPT:
+                continue
             self.target.release_resource(res.kind, res.native_id, res.data)
             self.store.mark_resource(res.id, ResourceState.RELEASED)
 
@@ -493,7 +496,7 @@ class Orchestrator:
         if record.status is not RunStatus.PULLING:
             self._move(run_id, RunStatus.PULLING, exit_code=st.exit_code)
         try:  # a pull that got everything leaves nothing worth keeping on the machine
-            self._close_attempt(run_id, handle, st, streamed, keep_log=False)
+            self._close_attempt(run_id, handle, st, streamed, keep_log=False, final=True)
         except PullFailedError as e:
             self._release_leftovers(run_id)
             self._end_run(run_id, RunStatus.FAILED, FailureReason.PULL_FAILED, e.message)
@@ -520,17 +523,25 @@ class Orchestrator:
         streamed: StreamedLog,
         *,
         keep_log: bool,
+        final: bool = False,
     ) -> PullResult:
         """Pull what the attempt left, complete its log with what was streamed (and keep it
         apart when another attempt follows), free the attempt and write down how it ended.
         What a pull could not get whole (a file still being written) stays on the machine where
-        the target can keep it; everything else is freed."""
+        the target can keep it; everything else is freed.
+
+        The run's last pull is retried for minutes (`LAUNCH_FINAL_PULL_S`): a dropped
+        connection at the end of a long run must not cost its results. Where they live only on
+        the machine (`Target.data_dies_with_machine`) and still do not come, the machine is
+        kept, and the error says how to finish."""
         n = handle.attempt
         out = Path(self.store.get(run_id).output_dir)
         end = attempt_end(st)
         try:
-            result = self.target.pull(handle, out)
+            result = self._final_pull(handle, out) if final else self.target.pull(handle, out)
         except LaunchError as e:
+            if final and self.target.data_dies_with_machine:
+                raise self._keep_machine(run_id, handle, end, e) from e
             self.target.cleanup(handle, keep_data=True)
             self._ledger(run_id, n).release_attempt()
             self.store.end_attempt(run_id, n, end, message=f"pull failed: {e.message}")
@@ -540,6 +551,45 @@ class Orchestrator:
         self._ledger(run_id, n).release_attempt()
         self.store.end_attempt(run_id, n, end, message=st.message, usage=self._usage(handle))
         return result
+
+    def _final_pull(self, handle: Any, out: Path) -> PullResult:
+        """`target.pull`, retried with backoff until `LAUNCH_FINAL_PULL_S` have passed."""
+        from launcher import settings
+
+        deadline = self.clock() + settings.seconds("LAUNCH_FINAL_PULL_S", 300.0)
+        wait = 2.0
+        while True:
+            try:
+                return self.target.pull(handle, out)
+            except LaunchError as e:
+                left = deadline - self.clock()
+                if left <= 0:
+                    raise
+                pause = min(wait, 60.0, left)
+                self.reporter.note(
+                    f"the final pull failed ({e.message}); trying again in {pause:.0f}s "
+                    f"(for {left:.0f}s more)"
+                )
+                self.sleep(pause)
+                wait *= 2
+
+    def _keep_machine(
+        self, run_id: str, handle: Any, end: AttemptEnd, error: LaunchError
+    ) -> PullFailedError:
+        """The final pull failed where the outputs live only on the machine: keep it, KEPT in
+        the ledger (gc leaves it), and say what it costs and how to finish."""
+        where = self.target.describe(handle) or f"the {self.target.name} machine"
+        price = f" (still billing ${handle.price_per_hour}/h)" if handle.price_per_hour else ""
+        for res in self.store.resources(
+            run_id=run_id, unreleased_only=True, attempt=handle.attempt
+        ):
+            self.store.mark_resource(res.id, ResourceState.KEPT)
+        message = f"the final pull failed ({error.message}); {where} is kept{price}"
+        self.store.end_attempt(run_id, handle.attempt, end, message=message)
+        return PullFailedError(
+            f"{message}: what did not come home is still on it",
+            hint=f"`launch pull {run_id}` fetches it, then `launch gc` frees the machine",
+        )
 
     def _usage(self, handle: Any) -> dict[str, float]:
         """What the platform counted (quota hours): worth recording, never worth failing for."""

@@ -78,6 +78,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("LAUNCH_BASE_IMAGE", Kind.TEXT, "the BASE_IMAGE of image builds"),
         Setting("LAUNCH_PIP_EXTRA_ARGS", Kind.TEXT, "extra pip arguments of image builds"),
         Setting("LAUNCH_NO_PROBE", Kind.FLAG, "`launch plan` asks no source for input sizes"),
+        Setting("LAUNCH_FINAL_PULL_S", Kind.SECONDS, "retries of a run's last pull [300]"),
         Setting("LAUNCH_VAST_URL", Kind.URL, "the Vast.ai API [https://console.vast.ai]"),
         Setting("LAUNCH_KAGGLE_URL", Kind.URL, "the Kaggle API [https://api.kaggle.com]"),
         Setting("LAUNCH_KAGGLE_POLL_S", Kind.SECONDS, "how often Kaggle is asked [5]"),

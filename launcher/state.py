@@ -179,6 +179,9 @@ class ResourceState(str, Enum):
 
     INTENT = "intent"
     CREATED = "created"
+    # held on purpose: what a failed final pull left on it has not come home yet. `launch
+    # pull` turns it back to CREATED once it has; `launch gc` frees it only then
+    KEPT = "kept"
     RELEASED = "released"
 
 

@@ -289,6 +289,7 @@ def logs(run_ref: str, follow: bool, timestamps: bool) -> None:
 def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
     """Fetch a run's outputs, checkpoints and logs (incremental, verified)."""
     from launcher import api
+    from launcher.state import FailureReason
 
     record, result = api.pull(_session(json_out), run_ref, dest=out)
     if json_out:
@@ -305,6 +306,8 @@ def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
     )
     for path in result.changed_during_copy:
         click.echo(f"  still being written, pull again later: {path}")
+    if record.failure_reason is FailureReason.PULL_FAILED and not result.changed_during_copy:
+        click.echo(f"everything is home: `launch gc` frees the machine kept for {record.id}")
 
 
 @cli.command()

@@ -247,6 +247,10 @@ class Target(ABC, Generic[P, H]):
     input_ways: ClassVar[InputWays] = InputWays()
     # the ledger kind `release_resource` gets for what `labelled()` lists (`launch gc`)
     stray_kind: ClassVar[str] = "container"
+    # True where what a pull did not bring home lives only on the billed machine (a Vast
+    # instance's disk): `cleanup(keep_data=True)` cannot keep it, so a final pull that fails
+    # keeps the machine instead, for `launch pull` (then `launch gc`) to finish
+    data_dies_with_machine: ClassVar[bool] = False
 
     def __init__(
         self, home: Path, notify: Notify = _quiet, meter: MeterFactory | None = None

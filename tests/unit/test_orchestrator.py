@@ -63,6 +63,7 @@ class ScriptedTarget(Target[ScriptedPrepared, ScriptedHandle]):
         self.attempts: list[AttemptSpec] = []
         self.fail_submit: BaseException | None = None
         self.fail_pull = False
+        self.pull_failures = 0  # this many pulls fail, then they work
         self.last: TargetStatus = TargetStatus(phase=Phase.STARTING)
         self.lines: list[LogLine] = []
 
@@ -119,7 +120,8 @@ class ScriptedTarget(Target[ScriptedPrepared, ScriptedHandle]):
 
     def pull(self, handle: ScriptedHandle, dest: Path) -> PullResult:
         self.calls.append(f"pull:{handle.machine}")
-        if self.fail_pull:
+        if self.fail_pull or self.pull_failures > 0:
+            self.pull_failures -= 1
             raise TargetError("connection reset while pulling")
         return PullResult()
 
@@ -226,6 +228,67 @@ def test_a_failed_final_pull_still_frees_the_machine_but_keeps_its_data(
     rec = orch.store.get("job-3")
     assert rec.status is RunStatus.FAILED and rec.failure_reason is FailureReason.PULL_FAILED
     assert "cleanup:m1(keep_data=True)" in target.calls
+    assert orch.store.resources(unreleased_only=True) == []
+
+
+def test_a_final_pull_that_fails_for_a_while_is_retried_and_loses_nothing(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """A dropped connection at the end of a long run: the last pull is tried again with a
+    backoff (LAUNCH_FINAL_PULL_S), and the run ends as it would have."""
+    target = ScriptedTarget([Phase.RUNNING, Phase.DONE], tmp=tmp_path)
+    target.pull_failures = 3
+    orch = _orch(launch_home, target)
+    _start(orch, tmp_path, "job-r")
+    rec = orch.supervise("job-r")
+    assert rec.status is RunStatus.SUCCEEDED, rec.message
+    assert target.calls.count("pull:m1") >= 4
+    assert target.calls[-1] == "cleanup:m1(keep_data=False)"
+
+
+class MachineHoldsTheData(ScriptedTarget):
+    """Like a Vast instance: what was not pulled lives only on the billed machine."""
+
+    data_dies_with_machine: ClassVar[bool] = True
+
+
+def test_a_final_pull_that_never_works_keeps_the_machine_until_launch_pull_then_gc(
+    launch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launcher import api
+    from launcher.gc import apply_gc, plan_gc
+    from launcher.state import ResourceState
+
+    monkeypatch.setenv("LAUNCH_FINAL_PULL_S", "60")
+    target = MachineHoldsTheData([Phase.RUNNING, Phase.DONE], tmp=tmp_path)
+    target.fail_pull = True
+    orch = _orch(launch_home, target)
+    _start(orch, tmp_path, "job-k")
+    with pytest.raises(TargetError) as err:
+        orch.supervise("job-k")
+    assert "machine m1 is kept" in err.value.message and "$3.6/h" in err.value.message
+    assert err.value.hint and "`launch pull job-k`" in err.value.hint and "launch gc" in err.value.hint
+    assert target.calls.count("pull:m1") > 1  # retried before giving up
+    assert not [c for c in target.calls if c.startswith("cleanup")], target.calls
+    assert target.released == []
+    [kept] = orch.store.resources(unreleased_only=True)
+    assert kept.state is ResourceState.KEPT
+    rec = orch.store.get("job-k")
+    assert rec.status is RunStatus.FAILED and rec.failure_reason is FailureReason.PULL_FAILED
+
+    class Session(api.Session):
+        def target(self, name: str) -> Any:
+            return target
+
+    session = Session(home=launch_home)
+    waiting = plan_gc(session, targets=())
+    assert waiting.actions == [], "gc must not free a machine whose outputs are not home"
+    assert any("keeping box box-job-k-1 of job-k" in s for s in waiting.skipped), waiting.skipped
+    target.fail_pull = False  # the connection is back
+    api.pull(session, "job-k")
+    [release] = plan_gc(session, targets=()).actions
+    apply_gc(session, [release])
+    assert target.released == ["box-job-k-1"]
     assert orch.store.resources(unreleased_only=True) == []
 
 

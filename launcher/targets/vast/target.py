@@ -98,6 +98,7 @@ class VastTarget(Target[VastPrepared, VastHandle]):
     prepared_model: ClassVar[type[Prepared]] = VastPrepared
     handle_model: ClassVar[type[Handle]] = VastHandle
     stray_kind: ClassVar[str] = "instance"
+    data_dies_with_machine: ClassVar[bool] = True
     # an instance has the internet: it downloads datasets and URLs itself, faster than here
     input_ways: ClassVar[InputWays] = InputWays(
         path=(Way.UPLOAD,),
@@ -328,7 +329,8 @@ class VastTarget(Target[VastPrepared, VastHandle]):
         self._signal(handle, "KILL", control=False)
 
     def cleanup(self, handle: VastHandle, *, keep_data: bool = False) -> None:
-        # keep_data cannot keep anything here: a stopped instance still bills its disk
+        # keep_data cannot keep anything here (`data_dies_with_machine`): the orchestrator
+        # does not call this for a machine whose outputs did not come home
         self._drop_link(handle.instance_id)
         self.client.destroy_instance(handle.instance_id)
         destroy_labelled(self.client, handle.label)
