@@ -72,7 +72,10 @@ def image_config(ref: str, notify: Callable[[str], None]) -> ImageConfig:
 
 
 def _from_engine(ref: str) -> ImageConfig | None:
-    from launcher.targets.local.docker_client import DockerClient
+    try:  # the docker SDK comes with launch[docker], not launch[vast]: then ask the registry
+        from launcher.targets.local.docker_client import DockerClient
+    except ImportError:
+        return None
 
     if not DockerClient.engine_answers():
         return None
@@ -125,14 +128,18 @@ def from_registry(ref: str, *, docker_config: Path | None = None) -> ImageConfig
     blob = session.get(f"{r.base}/blobs/{digest}", "*/*")
     if "sha256:" + hashlib.sha256(blob).hexdigest() != digest:
         raise TargetError(f"{ref}: the registry sent a config that does not match {digest}")
-    data = cast("dict[str, Any]", json.loads(blob))
-    return ImageConfig.from_config(cast("dict[str, Any] | None", data.get("config")))
+    try:
+        data = cast("dict[str, Any]", json.loads(blob))
+        return ImageConfig.from_config(cast("dict[str, Any] | None", data.get("config")))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise TargetError(f"{ref}: the registry's image config is not one: {e}") from e
 
 
 def _platform_manifest(ref: str, entries: list[dict[str, Any]]) -> str:
     for entry in entries:
         plat = cast("dict[str, str]", entry.get("platform") or {})
-        if plat.get("os") == "linux" and plat.get("architecture") == "amd64":
+        linux = plat.get("os") == "linux" and plat.get("architecture") == "amd64"
+        if linux and entry.get("digest"):
             return str(entry["digest"])
     raise TargetError(f"{ref} has no linux/amd64 image, which GPU machines run")
 
@@ -167,9 +174,7 @@ class _Session:
                     return cast("bytes", resp.read())
             except urllib.error.HTTPError as e:
                 if e.code in (301, 302, 303, 307, 308) and e.headers.get("Location"):
-                    where = urllib.parse.urljoin(url, e.headers["Location"])
-                    with urllib.request.urlopen(where, timeout=_TIMEOUT_S) as resp:
-                        return cast("bytes", resp.read())
+                    return self._storage(urllib.parse.urljoin(url, e.headers["Location"]))
                 if e.code == 401 and self.auth is None:
                     self.auth = self._answer(e.headers.get("WWW-Authenticate", ""))
                     continue
@@ -181,6 +186,14 @@ class _Session:
                     "and launch reads it from this machine's engine instead",
                 ) from e
         raise TargetError(self._refused(401))
+
+    def _storage(self, where: str) -> bytes:
+        """A blob the registry redirected to its storage (no registry token goes there)."""
+        try:
+            with urllib.request.urlopen(where, timeout=_TIMEOUT_S) as resp:
+                return cast("bytes", resp.read())
+        except OSError as e:  # HTTPError and URLError are OSErrors
+            raise TargetError(f"{self.ref.host}: its storage did not send a blob: {e}") from e
 
     def _refused(self, code: int) -> str:
         what = {401: "refused our credentials", 403: "refused access", 404: "has no such image"}

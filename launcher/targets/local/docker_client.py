@@ -109,6 +109,8 @@ class DockerClient:
             return None
         except docker.errors.APIError as e:
             raise TargetError(f"inspect image {ref}: {e.explanation}") from e
+        except docker.errors.DockerException as e:  # a timeout, a broken socket
+            raise TargetError(f"inspect image {ref}: {e}") from e
         return ImageConfig.from_config(cast("dict[str, Any] | None", attrs.get("Config")))
 
     def tag(self, source: str, ref: str) -> None:

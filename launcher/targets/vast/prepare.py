@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher import registry
-from launcher.errors import TargetError, TargetUnavailableError
+from launcher.errors import LaunchError, TargetUnavailableError
 from launcher.targets.jobfiles import agent_config, job_bundle, job_inputs
 from launcher.targets.vast import offers as offers_mod
 from launcher.targets.vast.options import VastOptions
@@ -62,7 +62,7 @@ def _image_env(image: str, notify: Callable[[str], None]) -> dict[str, str]:
 
     try:
         return image_config(image, notify).env
-    except TargetError as e:
+    except LaunchError as e:  # a missing environment is a warning: the job may not need it
         notify(
             f"warning: could not read the environment of {image} ({e.message}); the job "
             "starts with the instance's login environment (PATH=/usr/local/bin:/usr/bin:/bin)"
