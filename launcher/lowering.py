@@ -89,6 +89,8 @@ _CUDA_FROM = re.compile(r"cuda:(\d+)\.(\d+)")
 _CU_SUFFIX = re.compile(r"\+cu(\d{2,3})\b")
 _CU_INDEX = re.compile(r"/whl/cu(\d{2,3})\b")
 _CPU = re.compile(r"\+cpu\b|/whl/cpu\b")
+# one package under a CPU-only distribution name: the platform's own build stands for it
+_SAME_PACKAGE = {"tensorflow-cpu": "tensorflow"}
 
 
 @dataclass
@@ -224,7 +226,7 @@ def lower(
     out.pins, out.pip_options, out.warnings = read_requirements(requirements)
     where = label or str(requirements)
     for pin in out.pins:
-        have = stack.preinstalled.get(pin.name.lower())
+        have = stack.preinstalled.get(_SAME_PACKAGE.get(pin.name.lower(), pin.name.lower()))
         if have is not None and satisfied(have, pin.op, pin.version):
             out.notes.append(
                 f"{pin.line}: uses {stack.platform}'s own {pin.name} {have} (no install)"

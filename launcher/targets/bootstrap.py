@@ -9,6 +9,9 @@ it has defined `CONFIG` (with "requirements" from `Lowered.requirements` and "pi
 from __future__ import annotations
 
 INSTALL_SOURCE = r'''
+SAME_PACKAGE = {"tensorflow-cpu": "tensorflow", "tensorflow": "tensorflow-cpu"}
+
+
 def numbers(version):
     """(2, 13, 0) of "2.13.0+cu121": leading digits of each release part."""
     out = []
@@ -35,18 +38,28 @@ def compatible(have, op, want):
     return {">=": h >= w, "<=": h <= w, ">": h > w, "<": h < w, "!=": h != w}.get(op, True)
 
 
-def install_requirements():
+def installed(name):
     from importlib import metadata
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def install_requirements():
     missing = []
     for req in CONFIG["requirements"]:
-        try:
-            have = metadata.version(req["name"])
-        except metadata.PackageNotFoundError:
-            have = None
+        name, line = req["name"], req["line"]
+        have = installed(name)
+        other = SAME_PACKAGE.get(name.lower())
+        if have is None and other and installed(other) is not None:
+            # the same package under its other name (tensorflow-cpu / tensorflow): installing
+            # this one beside it would mix two builds in one folder; stay with what is there
+            name, line, have = other, other + line[len(name):], installed(other)
         if have is not None and compatible(have, req["op"], req["version"]):
-            say("keeping %s %s (asked %s)" % (req["name"], have, req["line"]))
+            say("keeping %s %s (asked %s)" % (name, have, req["line"]))
         else:
-            missing.append(req["line"])
+            missing.append(line)
     if not missing:
         return
     say("installing " + " ".join(missing))

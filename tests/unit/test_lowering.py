@@ -72,3 +72,46 @@ def test_on_a_cpu_job_a_cuda_mismatch_is_a_warning_not_a_refusal() -> None:
     assert cpu.problems == [] and any("a CPU job: it still runs" in w for w in cpu.warnings)
     kept = lower(req.with_name("requirements-kaggle.txt"), STACKS["kaggle"], gpu=True)
     assert kept.problems == [] and any("Kaggle's own torch" in n for n in kept.notes)
+
+
+def test_a_cpu_build_name_stands_for_the_platform_s_own_package() -> None:
+    """`tensorflow-cpu` asked where `tensorflow` is installed (Kaggle, Colab): kept when its
+    version fits, else the installed name is upgraded; never both in one folder."""
+    import types
+
+    from launcher.targets.bootstrap import INSTALL_SOURCE
+
+    said: list[str] = []
+    ran: list[list[str]] = []
+
+    class Proc:
+        stdout: list[str] = []
+
+        def __init__(self, cmd: list[str], **_kw: object) -> None:
+            ran.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    ns: dict[str, object] = {
+        "CONFIG": {"pip_options": []},
+        "say": said.append,
+        "fail": lambda code, msg: said.append(f"fail {code} {msg}"),
+        "sys": types.SimpleNamespace(executable="python3"),
+        "subprocess": types.SimpleNamespace(Popen=Proc, PIPE=-1, STDOUT=-2),
+    }
+    exec(INSTALL_SOURCE, ns)  # noqa: S102 - the generated kernel's own source, as it runs there
+    req = {"name": "tensorflow-cpu", "op": "==", "version": "2.21.0",
+           "line": "tensorflow-cpu==2.21.0"}  # fmt: skip
+    ns["CONFIG"] = {"pip_options": [], "requirements": [req]}
+    for have, expect_install in (("2.21.0", None), ("2.18.0", "tensorflow==2.21.0")):
+        said.clear()
+        ran.clear()
+        ns["installed"] = {"tensorflow": have}.get
+        ns["install_requirements"]()  # type: ignore[operator]
+        if expect_install is None:
+            assert said == ["keeping tensorflow 2.21.0 (asked tensorflow-cpu==2.21.0)"], said
+            assert ran == []
+        else:
+            assert ran and ran[0][-1] == expect_install, ran
+            assert "tensorflow-cpu==2.21.0" not in ran[0]
