@@ -400,7 +400,19 @@ def down_stack(stack: Stack, say: Callable[[str], None]) -> None:
         pass
 
 
+def _ours(pid: int) -> bool:
+    """Is `pid` still one of the stack's (an emulator or the registry)? A stale stack file
+    must not make `down` signal a process that took the number since."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return (b"sim" in argv and b"serve" in argv) or any(b"docker-registry" in a for a in argv)
+
+
 def _stop(pid: int, wait_s: float = 30.0) -> None:
+    if not _ours(pid):
+        return
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

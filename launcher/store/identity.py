@@ -67,5 +67,11 @@ def _create(path: Path, key: str) -> None:
             os.link(tmp, path)  # fails if it exists: of two racing processes, the first wins
         except FileExistsError:
             pass
+        except OSError:  # a filesystem without hard links: an exclusive create is as safe
+            try:
+                with open(path, "x") as f:  # a racing reader may see it empty for a moment
+                    f.write(key + "\n")
+            except FileExistsError:
+                pass
     finally:
         os.unlink(tmp)

@@ -409,9 +409,16 @@ def _arriving_lines(raw: Any, until: float) -> Iterator[str]:
     512-byte chunks: a quiet session's last lines, the kernel's first among them, would wait
     for more output.)"""
     buf = b""
+    # urllib3 >= 2 reads what has arrived; 1.26 (which requests still allows) has no read1,
+    # so there a line may wait for its chunk as with iter_lines
+    read1 = getattr(raw, "read1", None)
     while time.monotonic() <= until:
         # what has arrived (at least a byte), b"" at the end; gzip undone as iter_lines does
-        chunk: bytes = raw.read1(1 << 16, decode_content=True)
+        chunk: bytes = (
+            read1(1 << 16, decode_content=True)
+            if read1 is not None
+            else raw.read(512, decode_content=True)
+        )
         if not chunk:
             return
         *lines, buf = (buf + chunk).split(b"\n")
