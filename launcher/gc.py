@@ -44,7 +44,11 @@ class GcPlan:
 
 
 def plan_gc(
-    session: Session, targets: Sequence[str] = ("local",), *, all_owners: bool = False
+    session: Session,
+    targets: Sequence[str] = ("local",),
+    *,
+    all_owners: bool = False,
+    discard_kept: bool = False,
 ) -> GcPlan:
     """What `launch gc` would do: runs whose launcher died, and resources nobody owns; and what
     it leaves alone, with why."""
@@ -55,20 +59,27 @@ def plan_gc(
     kept: set[str] = set()  # machines holding outputs that did not come home
     for record in records:
         if record.status.is_terminal():
-            for res in store.resources(run_id=record.id, unreleased_only=True):
-                if res.state is ResourceState.KEPT:
+            unreleased = store.resources(run_id=record.id, unreleased_only=True)
+            holds = not discard_kept and any(r.state is ResourceState.KEPT for r in unreleased)
+            for res in unreleased:
+                if holds and res.state is not ResourceState.KEPT:
+                    kept.add(res.native_id)  # freed by label, it could take the kept one along
+                    continue
+                if res.state is ResourceState.KEPT and not discard_kept:
                     kept.add(res.native_id)
                     plan.skipped.append(
                         f"keeping {res.kind} {res.native_id} of {record.id}: its outputs did "
-                        f"not all come home; `launch pull {record.id}` fetches them first"
+                        f"not all come home; `launch pull {record.id}` fetches them first "
+                        "(`launch gc --discard-kept` frees it without them)"
                     )
                     continue
+                lost = " (what did not come home goes with it)" * (res.state is ResourceState.KEPT)
                 actions.append(
                     GcAction(
                         "release",
                         record.id,
                         res.target,
-                        f"free {res.kind} {res.native_id} of finished run",
+                        f"free {res.kind} {res.native_id} of finished run{lost}",
                         res.native_id,
                         res.kind,
                         res.data,

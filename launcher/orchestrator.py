@@ -97,6 +97,15 @@ def _text(error: BaseException) -> str:
 
 
 @dataclass
+class _Follow:
+    """How far this process has streamed one attempt's log: a second `_watch` of the attempt
+    (after the first Ctrl-C) goes on from there instead of printing it all again."""
+
+    cursor: int = 0
+    streamed: StreamedLog = field(default_factory=StreamedLog)
+
+
+@dataclass
 class Orchestrator:
     store: RunStore
     target: AnyTarget
@@ -104,6 +113,10 @@ class Orchestrator:
     poll_s: float = 0.5
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
+    # (run id, attempt) -> how far its log was streamed here
+    _follows: dict[tuple[str, int], _Follow] = field(
+        default_factory=dict[tuple[str, int], _Follow], init=False
+    )
 
     # ---- bookkeeping ------------------------------------------------------------------------
 
@@ -166,9 +179,13 @@ class Orchestrator:
 
     def _release_recorded(self, run_id: str, attempt: int | None = None) -> None:
         """Free unreleased ledger entries through the target (no handle needed), then mark them.
-        A machine KEPT for outputs that did not come home is left: `launch pull` first."""
-        for res in self.store.resources(run_id=run_id, unreleased_only=True, attempt=attempt):
-            if res.state is ResourceState.KEPT:
+        While the run has a machine KEPT for outputs that did not come home, nothing of it is
+        released: a target may free by the run's label, which would take the kept one along."""
+        unreleased = self.store.resources(run_id=run_id, unreleased_only=True)
+        if any(res.state is ResourceState.KEPT for res in unreleased):
+            return
+        for res in unreleased:
+            if attempt is not None and res.attempt != attempt:
                 continue
             self.target.release_resource(res.kind, res.native_id, res.data)
             self.store.mark_resource(res.id, ResourceState.RELEASED)
@@ -313,12 +330,13 @@ class Orchestrator:
         n = handle.attempt
         out = Path(record.output_dir)
         ledger = self._ledger(run_id, n)
-        streamed = StreamedLog()
-        cursor = 0
+        follow = self._follows.setdefault((run_id, n), _Follow())
+        streamed, cursor = follow.streamed, follow.cursor
         ran_before = sum(a.ran_s for a in record.attempts if a.number != n)
         ran = next((a.ran_s for a in record.attempts if a.number == n), 0.0)
         last_sync = prev = self.clock()
         stop_sent_at: float | None = None
+        stop_told = False  # the target took the stop request (a refused one is asked again)
         killed = False
         polls = 0
         said = ""
@@ -330,7 +348,7 @@ class Orchestrator:
                     handle = advanced
                     self._store_handle(run_id, handle)
             st = self.target.status(handle)
-            cursor = self._stream(handle, cursor, streamed, show_logs)
+            cursor = follow.cursor = self._stream(handle, cursor, streamed, show_logs)
             self._follow_phase(run_id, st)
             if st.message != said and not st.finished:  # e.g. "waiting for you to open <link>"
                 said = st.message
@@ -340,12 +358,13 @@ class Orchestrator:
                 ran += now - prev
             prev = now
             if st.finished:
-                self._stream(handle, cursor, streamed, show_logs)
+                follow.cursor = self._stream(handle, cursor, streamed, show_logs)
                 self.store.update_attempt(run_id, n, ran_s=ran)
                 return st, streamed
-            if stop is not None and stop_sent_at is None:
-                stop_sent_at = now
-                self.target.cancel(handle)
+            if stop is not None and not stop_told:
+                first = stop_sent_at is None
+                stop_sent_at = now if stop_sent_at is None else stop_sent_at
+                stop_told = self._tell(self.target.cancel, handle, "ask the job to stop", first)
                 if st.phase in NOT_STARTED:  # nothing runs yet that could save a checkpoint
                     self.store.update_attempt(run_id, n, ran_s=ran)
                     gone = TargetStatus(
@@ -367,7 +386,7 @@ class Orchestrator:
                 and now - stop_sent_at > policy.grace_s + 30
             ):
                 self.reporter.note("the job did not stop within its grace period; killing it")
-                self.target.kill(handle)
+                self._tell(self.target.kill, handle, "kill the job", True)
                 killed = True
             if stop_sent_at is not None and now - stop_sent_at > policy.grace_s + 90:
                 # a kill changed nothing either (a platform that no longer answers): stop
@@ -378,6 +397,18 @@ class Orchestrator:
             # poll fast at first (short jobs, quick failures), then back off to poll_s
             self.sleep(min(self.poll_s, 0.05 * 1.5**polls))
             polls += 1
+
+    def _tell(self, call: Callable[[Any], None], handle: Any, what: str, say: bool) -> bool:
+        """Run a stop or kill; one that fails is said (once) and asked again at the next poll,
+        and the grace/kill/give-up backstop below still applies: never a reason to abandon the
+        run with its machine left running."""
+        try:
+            call(handle)
+        except LaunchError as e:
+            if say:
+                self.reporter.note(f"could not {what} yet: {e.message}; trying again")
+            return False
+        return True
 
     def _stream(self, handle: Any, cursor: int, streamed: StreamedLog, show: bool) -> int:
         lines, cursor = self.target.read_logs(handle, cursor)
@@ -561,7 +592,7 @@ class Orchestrator:
         while True:
             try:
                 return self.target.pull(handle, out)
-            except LaunchError as e:
+            except TargetError as e:  # the platform's trouble may pass; a missing extra won't
                 left = deadline - self.clock()
                 if left <= 0:
                     raise

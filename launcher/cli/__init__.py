@@ -289,9 +289,12 @@ def logs(run_ref: str, follow: bool, timestamps: bool) -> None:
 def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
     """Fetch a run's outputs, checkpoints and logs (incremental, verified)."""
     from launcher import api
-    from launcher.state import FailureReason
+    from launcher.state import ResourceState
 
-    record, result = api.pull(_session(json_out), run_ref, dest=out)
+    session = _session(json_out)
+    ref = session.store.resolve(run_ref).id
+    kept = any(r.state is ResourceState.KEPT for r in session.store.resources(run_id=ref))
+    record, result = api.pull(session, run_ref, dest=out)
     if json_out:
         _emit_json(result.model_dump(mode="json"))
         return
@@ -306,7 +309,7 @@ def pull(run_ref: str, out: Path | None, json_out: bool) -> None:
     )
     for path in result.changed_during_copy:
         click.echo(f"  still being written, pull again later: {path}")
-    if record.failure_reason is FailureReason.PULL_FAILED and not result.changed_during_copy:
+    if kept and not result.changed_during_copy:
         click.echo(f"everything is home: `launch gc` frees the machine kept for {record.id}")
 
 
@@ -345,7 +348,13 @@ def cancel(run_ref: str, no_wait: bool) -> None:
     help="Also free what other stores on the same account (another machine's launch, or an "
     "older launch that labelled without a store key) made; by default gc only lists them.",
 )
-def gc(yes: bool, targets: tuple[str, ...], all_owners: bool) -> None:
+@click.option(
+    "--discard-kept",
+    is_flag=True,
+    help="Also free machines kept because a run's last pull failed, giving up what did not "
+    "come home (by default gc keeps them until `launch pull RUN` has it).",
+)
+def gc(yes: bool, targets: tuple[str, ...], all_owners: bool, discard_kept: bool) -> None:
     """Stop runs whose launcher died and free resources nobody owns.
 
     Without --yes (and no terminal to confirm at) it only lists what it would do.
@@ -353,7 +362,7 @@ def gc(yes: bool, targets: tuple[str, ...], all_owners: bool) -> None:
     from launcher.gc import apply_gc, plan_gc
 
     session = _session()
-    plan = plan_gc(session, targets, all_owners=all_owners)
+    plan = plan_gc(session, targets, all_owners=all_owners, discard_kept=discard_kept)
     for line in plan.skipped:
         click.echo(f"  {line}")
     if not plan.actions:
@@ -363,7 +372,11 @@ def gc(yes: bool, targets: tuple[str, ...], all_owners: bool) -> None:
         click.echo(f"  {action.what}")
     # a listing is a dry run that succeeded: exit 0, not an error
     if not yes and not (sys.stdin.isatty() and click.confirm("do it?")):
-        flags = [*(f"--target {t}" for t in targets), *(["--all-owners"] * all_owners)]
+        flags = [
+            *(f"--target {t}" for t in targets),
+            *(["--all-owners"] * all_owners),
+            *(["--discard-kept"] * discard_kept),
+        ]
         click.echo(f"nothing done (`launch gc {' '.join([*flags, '--yes'])}` does it)")
         return
     for line in apply_gc(session, plan.actions):

@@ -64,6 +64,7 @@ class ScriptedTarget(Target[ScriptedPrepared, ScriptedHandle]):
         self.fail_submit: BaseException | None = None
         self.fail_pull = False
         self.pull_failures = 0  # this many pulls fail, then they work
+        self.cancel_failures = 0  # this many cancels are refused, then they work
         self.last: TargetStatus = TargetStatus(phase=Phase.STARTING)
         self.lines: list[LogLine] = []
 
@@ -127,6 +128,9 @@ class ScriptedTarget(Target[ScriptedPrepared, ScriptedHandle]):
 
     def cancel(self, handle: ScriptedHandle) -> None:
         self.calls.append(f"cancel:{handle.machine}")
+        if self.cancel_failures > 0:
+            self.cancel_failures -= 1
+            raise TargetError("the platform did not take the stop")
 
     def kill(self, handle: ScriptedHandle) -> None:
         self.calls.append("kill")
@@ -683,3 +687,48 @@ def test_resume_from_a_run_without_a_checkpoint_says_so_and_starts_nothing(
         )
     assert "\n" not in caught.value.message and "job-p" in caught.value.message
     assert target.calls == [] and orch.store.list_runs() == []
+
+
+def test_the_log_goes_on_after_the_first_signal_instead_of_starting_again(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C while the job runs: the launcher stops the job and keeps streaming; once, it
+    printed the whole log again from the first epoch."""
+
+    class Lines(SilentReporter):
+        def __init__(self) -> None:
+            self.shown: list[str] = []
+
+        def log(self, line: LogLine) -> None:
+            self.shown.append(line.text)
+
+    target = ScriptedTarget(
+        [Phase.RUNNING, Phase.RUNNING, Interrupted(2), Phase.RUNNING, Phase.STOPPED], tmp=tmp_path
+    )
+    target.lines = [LogLine(at="t", stream="out", text=f"epoch {i}") for i in range(1, 4)]
+    reporter = Lines()
+    orch = Orchestrator(
+        RunStore(launch_home), target, reporter, poll_s=0, clock=FakeClock(), sleep=lambda _s: None
+    )
+    _start(orch, tmp_path, "job-log")
+    orch.supervise("job-log")
+    assert reporter.shown == ["epoch 1", "epoch 2", "epoch 3"]
+
+
+def test_a_refused_stop_is_asked_again_and_the_run_still_ends_cleanly(
+    launch_home: Path, tmp_path: Path
+) -> None:
+    """A platform that refuses the stop once (Kaggle before the kernel said its session id):
+    the run is not abandoned with its machine running; the stop is asked again."""
+    target = ScriptedTarget(
+        [Phase.RUNNING, Interrupted(2), Phase.RUNNING, Phase.RUNNING, Phase.STOPPED],
+        tmp=tmp_path,
+    )
+    target.cancel_failures = 1
+    orch = _orch(launch_home, target)
+    _start(orch, tmp_path, "job-refused")
+    rec = orch.supervise("job-refused")
+    assert rec.status is RunStatus.CANCELLED, rec.message
+    assert target.calls.count("cancel:m1") == 2
+    assert target.calls[-1] == "cleanup:m1(keep_data=False)"
+    assert orch.store.resources(unreleased_only=True) == []
