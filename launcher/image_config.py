@@ -61,29 +61,19 @@ class ImageConfig(BaseModel):
         return cls(env=env, workdir=str(config.get("WorkingDir") or ""))
 
 
-def image_config(ref: str, notify: Callable[[str], None]) -> ImageConfig:
-    """The environment a container of `ref` starts with: from this machine's engine when it has
-    the image, else from the registry. Raises `TargetError` when neither can say."""
-    local = _from_engine(ref)
-    if local is not None:
-        return local
+def image_config(
+    ref: str,
+    notify: Callable[[str], None],
+    local: Callable[[str], ImageConfig | None] = lambda _ref: None,
+) -> ImageConfig:
+    """The environment a container of `ref` starts with: from `local` (this machine's engine,
+    which the caller knows how to reach) when it has the image, else from the registry. Raises
+    `TargetError` when neither can say."""
+    here = local(ref)
+    if here is not None:
+        return here
     notify(f"reading the environment of {ref} from its registry")
     return from_registry(ref)
-
-
-def _from_engine(ref: str) -> ImageConfig | None:
-    try:  # the docker SDK comes with launch[docker], not launch[vast]: then ask the registry
-        from launcher.targets.local.docker_client import DockerClient
-    except ImportError:
-        return None
-
-    if not DockerClient.engine_answers():
-        return None
-    docker = DockerClient()
-    try:
-        return docker.image_config(ref)
-    finally:
-        docker.close()
 
 
 class _Ref(BaseModel):

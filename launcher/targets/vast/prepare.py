@@ -16,6 +16,7 @@ from launcher.targets.vast.plan import image_problem
 from launcher.targets.vast.workspace import VastPrepared, unpacked_bundle
 
 if TYPE_CHECKING:
+    from launcher.image_config import ImageConfig
     from launcher.spec import JobSpec
 
 
@@ -61,13 +62,28 @@ def _image_env(image: str, notify: Callable[[str], None]) -> dict[str, str]:
     from launcher.image_config import image_config
 
     try:
-        return image_config(image, notify).env
+        return image_config(image, notify, local=_engine_config).env
     except LaunchError as e:  # a missing environment is a warning: the job may not need it
         notify(
             f"warning: could not read the environment of {image} ({e.message}); the job "
             "starts with the instance's login environment (PATH=/usr/local/bin:/usr/bin:/bin)"
         )
         return {}
+
+
+def _engine_config(ref: str) -> ImageConfig | None:
+    """`ref`'s config from this machine's docker engine, when it answers and has the image."""
+    try:  # the docker SDK comes with launch[docker], not launch[vast]: then ask the registry
+        from launcher.targets.local.docker_client import DockerClient
+    except ImportError:
+        return None
+    if not DockerClient.engine_answers():
+        return None
+    docker = DockerClient()
+    try:
+        return docker.image_config(ref)
+    finally:
+        docker.close()
 
 
 def _published(

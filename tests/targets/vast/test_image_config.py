@@ -13,6 +13,7 @@ import pytest
 
 from launcher.errors import TargetError
 from launcher.image_config import ImageConfig, from_registry, image_config
+from launcher.targets.vast.prepare import _engine_config
 from tests.registry import registry
 
 __all__ = ["registry"]  # the fixture, imported for pytest
@@ -96,7 +97,7 @@ def test_the_engine_answers_first_when_it_has_the_image(pushed: str) -> None:
     subprocess.run(["docker", "pull", "-q", pushed], check=True, capture_output=True)
     try:
         notes: list[str] = []
-        _expect(image_config(pushed, notes.append))
+        _expect(image_config(pushed, notes.append, local=_engine_config))
         assert notes == []  # nothing was read from the registry
     finally:
         subprocess.run(["docker", "rmi", pushed], check=True, capture_output=True)
