@@ -158,3 +158,23 @@ def default_signals() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def live_run(home: Path, run_id: str, target: str) -> None:
+    """A run in the store at `home` whose launcher (this test process) is alive: `launch gc`
+    must leave it and what it holds alone."""
+    import socket
+
+    from launcher.store import RunStore
+
+    store = RunStore(home)
+    store.create_run(
+        run_id=run_id,
+        job="hello",
+        target=target,
+        spec_digest="0" * 16,
+        spec_path="jobs/hello.yaml",
+        spec={},
+        output_dir=str(home / "runs" / run_id),
+    )
+    store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())

@@ -8,12 +8,11 @@ runs as a user runs it, once per store (its own LAUNCH_HOME).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from launcher.sim.kaggle import KaggleSim
-from launcher.store import RunStore
 from launcher.store.identity import store_key
+from tests.conftest import live_run
 from tests.targets.kaggle.conftest import KEY, USER, kernels_of, launch
 
 
@@ -33,28 +32,13 @@ def _push(sim: KaggleSim, slug: str, title: str, script: str) -> str:
     return f"{USER}/{slug}"
 
 
-def _live_run(home: Path, run_id: str) -> None:
-    """A run of this store whose launcher (this test process) is alive."""
-    store = RunStore(home)
-    store.create_run(
-        run_id=run_id,
-        job="hello",
-        target="kaggle",
-        spec_digest="0" * 16,
-        spec_path="jobs/hello.yaml",
-        spec={},
-        output_dir=str(home / "runs" / run_id),
-    )
-    store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
-
-
 def test_gc_in_one_store_never_deletes_another_stores_kernels(
     sim: KaggleSim, project: Path, kaggle_env: dict[str, str], launch_home: Path, tmp_path: Path
 ) -> None:
     env_a, env_b = kaggle_env, dict(kaggle_env, LAUNCH_HOME=str(tmp_path / "store-b"))
     key_a = store_key(launch_home)
     assert key_a != store_key(tmp_path / "store-b")
-    _live_run(launch_home, "hello-aaaaaa")
+    live_run(launch_home, "hello-aaaaaa", "kaggle")
     sleeps = "import time\ntime.sleep(120)\n"
     live_a = _push(
         sim, f"launch-hello-aaaaaa-s1-{key_a}", f"launch hello-aaaaaa s1 {key_a}", sleeps

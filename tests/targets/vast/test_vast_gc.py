@@ -8,14 +8,12 @@ runs as a user runs it, once per store (its own LAUNCH_HOME).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from launcher.sim.vast import VastSim
-from launcher.store import RunStore
 from launcher.store.identity import store_key
-from tests.conftest import launch_cmd
+from tests.conftest import launch_cmd, live_run
 from tests.sim import vast_fixtures
 from tests.sim.vast_fixtures import KEY
 
@@ -35,28 +33,13 @@ def _gc(home: Path, sim: VastSim, *flags: str) -> subprocess.CompletedProcess[st
     )
 
 
-def _live_run(home: Path, run_id: str) -> None:
-    """A run of this store whose launcher (this test process) is alive."""
-    store = RunStore(home)
-    store.create_run(
-        run_id=run_id,
-        job="hello",
-        target="vast",
-        spec_digest="0" * 16,
-        spec_path="jobs/hello.yaml",
-        spec={},
-        output_dir=str(home / "runs" / run_id),
-    )
-    store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
-
-
 def test_gc_in_one_store_never_destroys_another_stores_instances(
     vast_sim: VastSim, base_image: str, launch_home: Path, tmp_path: Path
 ) -> None:
     home_a, home_b = launch_home, tmp_path / "store-b"
     key_a, key_b = store_key(home_a), store_key(home_b)
     assert key_a != key_b
-    _live_run(home_a, "hello-aaaaaa")
+    live_run(home_a, "hello-aaaaaa", "vast")
     live_a = f"launch:{key_a}:hello-aaaaaa"  # A's run, live
     stray_a = f"launch:{key_a}:hello-bbbbbb"  # A's, its run unknown to A: A's stray
     older = "launch-hello-cccccc"  # labelled by a launch from before store keys
