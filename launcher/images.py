@@ -111,6 +111,17 @@ def content_tag(name: str, folder: Path, args: dict[str, str], base_id: str | No
     return f"launch-{name}:{h.hexdigest()[:16]}"
 
 
+def build_steps(notify: Callable[[str], None]) -> Callable[[str], None]:
+    """An `on_line` for builds that says each Dockerfile step as it starts ("Step 4/9 : RUN
+    pip install ..."), so a build of minutes is not minutes of silence; the rest is noise."""
+
+    def on_line(line: str) -> None:
+        if line.startswith("Step "):
+            notify(f"build {line if len(line) <= 110 else line[:107] + '...'}")
+
+    return on_line
+
+
 def ensure_image(
     client: DockerClient,
     project_root: Path,

@@ -43,3 +43,19 @@ def test_notebook_platforms_lower_the_cpu_twin_for_a_job_without_a_gpu(tmp_path:
         assert opts.requirements is None
         names = [r["name"] for r in lower_job(spec, platform, None, tmp_path, print).requirements]
         assert "tensorflow-cpu" in names and "tensorflow" not in names, names
+
+
+def test_long_builds_and_pushes_say_how_far_they_are() -> None:
+    from launcher.images import build_steps
+    from launcher.registry import _layers_pushed  # pyright: ignore[reportPrivateUsage]
+
+    said: list[str] = []
+    on_build = build_steps(said.append)
+    for line in ("Step 1/3 : FROM base", " ---> 1234", "Step 2/3 : RUN pip install x"):
+        on_build(line)
+    assert said == ["build Step 1/3 : FROM base", "build Step 2/3 : RUN pip install x"]
+    said.clear()
+    on_push = _layers_pushed(said.append)
+    for status in ("Preparing", "Preparing", "Pushing", "Layer already exists", "Pushed"):
+        on_push(status)
+    assert said == ["push: 1 of 2 layers (1 already there)", "push: 2 of 2 layers (1 already there)"]

@@ -172,7 +172,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                 self._docker().pull(spec.image_ref)
             image = spec.image_ref
         elif runtime == "docker":
-            from launcher.images import ensure_image, requirements_for
+            from launcher.images import build_steps, ensure_image, requirements_for
 
             # the build's own output is noise unless it fails; the error carries its tail
             assert spec.image is not None  # auto picks docker only for a job with an image
@@ -181,7 +181,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
                 spec.project_root,
                 spec.image,
                 requirements=requirements_for(spec, spec.targets.for_target("local").requirements),
-                on_line=lambda _line: None,
+                on_line=build_steps(self.notify),
                 on_build=lambda tag: self.notify(f"building image {tag}"),
             )
             image = ref.tag

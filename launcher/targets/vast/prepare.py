@@ -91,7 +91,7 @@ def _published(
 ) -> str:
     """Build the job's image folder here and push it to $LAUNCH_REGISTRY (once per content);
     the reference the instance pulls."""
-    from launcher.images import DEFAULT_REQUIREMENTS, ensure_image, requirements_for
+    from launcher.images import DEFAULT_REQUIREMENTS, build_steps, ensure_image, requirements_for
     from launcher.targets.local.docker_client import DockerClient
 
     reg = registry.configured()
@@ -111,7 +111,7 @@ def _published(
         spec.project_root,
         spec.image,
         requirements=requirements,
-        on_line=lambda _line: None,
+        on_line=build_steps(notify),
         on_build=lambda tag: notify(f"building image {tag}"),
     )
     return registry.publish(docker, ref.tag, reg, home, notify)

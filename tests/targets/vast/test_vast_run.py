@@ -182,6 +182,7 @@ def test_an_image_folder_is_pushed_once_to_the_registry_and_the_instance_pulls_i
     first = launch(project, *smoke)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "pushing launch-hello:" in first.stderr
+    assert "› push: 1 of " in first.stderr and " layers" in first.stderr  # said as it goes
     [tag] = catalog(registry)["lab/launch-hello"]
     rec = record(project)
     assert rec["status"] == "succeeded"
