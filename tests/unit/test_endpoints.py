@@ -63,3 +63,12 @@ def test_reason_is_the_innermost_os_error() -> None:
         assert reason(e) == "Connection refused"
         assert nothing_listens("http://127.0.0.1:1", e)
         assert not nothing_listens("https://api.kaggle.com", e)  # far away: worth a retry
+
+
+def test_two_messages_never_run_into_one() -> None:
+    """paramiko joins its message and the OS error with nothing between them."""
+    from launcher.targets.vast.ssh import _said  # pyright: ignore[reportPrivateUsage]
+
+    joined = Exception("Error reading SSH protocol banner[Errno 104] Connection reset by peer")
+    assert _said(joined) == "Error reading SSH protocol banner: [Errno 104] Connection reset by peer"
+    assert _said(OSError(111, "Connection refused")) == "[Errno 111] Connection refused"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import socket
 import time
@@ -229,8 +230,14 @@ class SshConn:
                 if attempt + 1 < self.attempts:
                     time.sleep(0.5 * 2**attempt)
         raise SshUnreachableError(
-            f"ssh to {self.host}:{self.port} failed ({what}): {last}"
+            f"ssh to {self.host}:{self.port} failed ({what}): {_said(last)}"
         ) from last
+
+
+def _said(e: BaseException | None) -> str:
+    """The error's text, with the joins paramiko leaves out ("Error reading SSH protocol
+    banner[Errno 104] ..." reads "...banner: [Errno 104] ...")."""
+    return re.sub(r"(?<=\S)\[Errno", ": [Errno", str(e))
 
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
