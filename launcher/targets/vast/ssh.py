@@ -233,12 +233,6 @@ class SshConn:
             f"ssh to {self.host}:{self.port} failed ({what}): {_said(last)}"
         ) from last
 
-
-def _said(e: BaseException | None) -> str:
-    """The error's text, with the joins paramiko leaves out ("Error reading SSH protocol
-    banner[Errno 104] ..." reads "...banner: [Errno 104] ...")."""
-    return re.sub(r"(?<=\S)\[Errno", ": [Errno", str(e))
-
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             self._sftp = self.connect().open_sftp()
@@ -333,3 +327,9 @@ def _said(e: BaseException | None) -> str:
                 return None
 
         return self.retry("read", op)
+
+
+def _said(e: BaseException | None) -> str:
+    """The error's text, with the joins paramiko leaves out ("Error reading SSH protocol
+    banner[Errno 104] ..." reads "...banner: [Errno 104] ...")."""
+    return re.sub(r"(?<=\S)\[Errno", ": [Errno", str(e))
