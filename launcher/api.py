@@ -24,6 +24,7 @@ from launcher.orchestrator import (
     new_run_id,
     supervisor_alive,
 )
+from launcher.runs import process_start
 from launcher.signals import signals_interrupt
 from launcher.state import FailureReason, ResourceState, RunRecord, RunStatus, StopReason
 from launcher.store import RunStore, default_home
@@ -178,7 +179,9 @@ def _spawn_supervisor(session: Session, run_id: str) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    session.store.update(run_id, supervisor_pid=proc.pid)
+    session.store.update(
+        run_id, supervisor_pid=proc.pid, supervisor_start=process_start(proc.pid) or ""
+    )
 
 
 def supervise(session: Session, run_ref: str) -> RunRecord:

@@ -37,7 +37,14 @@ from launcher.attempts import (
 )
 from launcher.errors import LaunchError, NoCapacityError, NothingToResumeError, TargetError
 from launcher.outcomes import attempt_end, outcome, run_cost, run_policy, run_usage
-from launcher.runs import Reporter, SilentReporter, StoreLedger, new_run_id, supervisor_alive
+from launcher.runs import (
+    Reporter,
+    SilentReporter,
+    StoreLedger,
+    new_run_id,
+    process_start,
+    supervisor_alive,
+)
 from launcher.signals import describe
 from launcher.state import (
     AttemptEnd,
@@ -142,7 +149,12 @@ class Orchestrator:
 
     def _claim(self, run_id: str) -> None:
         """This process drives the run from now on (`launch gc` checks that it lives)."""
-        self.store.update(run_id, supervisor_pid=os.getpid(), supervisor_host=socket.gethostname())
+        self.store.update(
+            run_id,
+            supervisor_pid=os.getpid(),
+            supervisor_host=socket.gethostname(),
+            supervisor_start=process_start(os.getpid()) or "",
+        )
 
     adopt = _claim  # a run whose launcher died, taken over by `launch cancel`, `gc`, `status`
 

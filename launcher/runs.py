@@ -77,6 +77,17 @@ def new_run_id(job: str) -> str:
     return f"{job[:40]}-{secrets.token_hex(3)}"
 
 
+def process_start(pid: int) -> str | None:
+    """When `pid` started (/proc starttime, in clock ticks since boot), or None: tells a live
+    process from a later one that got its number (after it died, or after a reboot)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22 (starttime), counted after the ")" that closes the command name
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
 def supervisor_alive(record: RunRecord) -> bool:
     """Is the launcher that drives this run still alive? (Only answerable on its host.)"""
     if record.supervisor_pid is None:
@@ -90,4 +101,8 @@ def supervisor_alive(record: RunRecord) -> bool:
     except PermissionError:
         return True
     stat = Path(f"/proc/{record.supervisor_pid}/stat")
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+    if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+        return False
+    started = process_start(record.supervisor_pid)
+    # another process with its number (a reboot, a long-dead launcher) is not it
+    return not (record.supervisor_start and started and started != record.supervisor_start)

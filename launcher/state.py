@@ -215,6 +215,7 @@ class RunRecord(_Stored):
     parent_id: str | None = None  # the run this one resumed from
     supervisor_pid: int | None = None  # the launcher process that drives this run
     supervisor_host: str = ""
+    supervisor_start: str = ""  # its start time (/proc starttime): tells it from a reused pid
     price_per_hour: Decimal | None = None  # the current (or last) attempt's
     cost_usd: Decimal | None = None  # over every attempt; set when the run ends
     # what the platform counts besides money, e.g. {"kaggle_gpu_quota_hours": 1.5}

@@ -146,7 +146,13 @@ class RunStore(AttemptsMixin, ResourcesMixin):
                 cols[key] = str(value) if value is not None else None
             elif key == "usage":
                 cols["usage_json"] = json.dumps(value, sort_keys=True)
-            elif key in ("supervisor_pid", "supervisor_host", "message", "exit_code"):
+            elif key in (
+                "supervisor_pid",
+                "supervisor_host",
+                "supervisor_start",
+                "message",
+                "exit_code",
+            ):
                 cols[key] = value
             elif key == "prepared":
                 cols["prepared_json"] = value.model_dump_json() if value is not None else None
@@ -232,6 +238,7 @@ class RunStore(AttemptsMixin, ResourcesMixin):
             parent_id=row["parent_id"],
             supervisor_pid=row["supervisor_pid"],
             supervisor_host=row["supervisor_host"],
+            supervisor_start=row["supervisor_start"],
             price_per_hour=Decimal(row["price_per_hour"]) if row["price_per_hour"] else None,
             cost_usd=Decimal(row["cost_usd"]) if row["cost_usd"] else None,
             usage=json.loads(row["usage_json"] or "{}"),

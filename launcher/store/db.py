@@ -96,6 +96,8 @@ _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
         ("stop_requested_at", "TEXT"),
         ("policy_json", "TEXT NOT NULL DEFAULT '{}'"),
         ("prepared_json", "TEXT"),
+        # when the supervisor process started (/proc starttime): a reused pid is not it
+        ("supervisor_start", "TEXT NOT NULL DEFAULT ''"),
     ],
     "resources": [("attempt", "INTEGER NOT NULL DEFAULT 1")],
 }

@@ -188,3 +188,23 @@ def test_a_store_made_before_usage_existed_gains_the_column_and_keeps_its_runs(
     assert again.get("hello-abc123").usage == {}
     again.update("hello-abc123", usage={"kaggle_quota_hours": 1.25})
     assert again.get("hello-abc123").usage == {"kaggle_quota_hours": 1.25}
+
+
+def test_a_reused_pid_is_not_the_runs_launcher(launch_home: Path) -> None:
+    """After a reboot (or long after the launcher died) its pid may belong to anything: gc
+    must not skip the run forever, nor take a live launcher's run away."""
+    import os
+    import socket
+
+    from launcher.runs import process_start, supervisor_alive
+    from launcher.state import RunRecord
+
+    me = os.getpid()
+    base = {"id": "r", "job": "j", "target": "local", "spec_digest": "d", "status": "running",
+            "output_dir": "/tmp/r", "supervisor_pid": me, "supervisor_host": socket.gethostname(),
+            "created_at": "2026-12-08T00:00:00Z", "updated_at": "2026-12-08T00:00:00Z"}  # fmt: skip
+    started = process_start(me)
+    assert started is not None
+    assert supervisor_alive(RunRecord.model_validate({**base, "supervisor_start": started}))
+    assert not supervisor_alive(RunRecord.model_validate({**base, "supervisor_start": "1"}))
+    assert supervisor_alive(RunRecord.model_validate(base))  # stored before start times were

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from launcher.errors import SubmitError, TargetError
+from launcher.runs import process_start
 
 
 def _has_requirements(req: Path | None) -> bool:
@@ -62,14 +63,7 @@ def ensure_env(home: Path, requirements: Path | None) -> Path:
     return python
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process start time from /proc: tells a live pid from a reused one."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # field 22 (starttime), counted after the ")" that closes the command name
-    return stat.rsplit(")", 1)[1].split()[19]
+_start_ticks = process_start  # the process start time: tells a live pid from a reused one
 
 
 def _state(pid: int) -> str | None:
