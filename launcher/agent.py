@@ -48,6 +48,16 @@ _MAX_LINE = 1 << 16  # longer lines are split, so a newline-free stream cannot e
 _SHELL_PRELUDE = "trap 'exit $?' TERM\n"
 
 
+def process_start(pid: int) -> str | None:
+    """When `pid` started (/proc starttime; None where there is no /proc): whoever later
+    signals the workload's group by its pid checks it is still this process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def utc_now() -> str:
     """UTC ISO 8601 with milliseconds and a Z, e.g. 2024-05-01T12:00:00.123Z."""
     now = time.time()
@@ -117,6 +127,7 @@ def new_status(**values: Any) -> dict[str, Any]:
     status: dict[str, Any] = {"run_id": None, "attempt": None, "agent_version": AGENT_VERSION}
     status["phase"] = "starting"  # then "running", "stopping", "exited"
     status.update(dict.fromkeys(("pid", "started_at", "heartbeat_at", "ended_at", "exit_code")))
+    status["pid_start"] = None  # the workload's /proc starttime: a reused pid is not it
     status.update(stop_reason=None, last_checkpoint=None, last_metrics=None, error=None)
     return dict(status, **values)
 
@@ -421,7 +432,9 @@ class Agent:
             t.start()
         shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
         self.log.write("agent", f"started pid {proc.pid}: {shown}")
-        self.write_status(phase="running", pid=proc.pid, started_at=utc_now())
+        self.write_status(
+            phase="running", pid=proc.pid, pid_start=process_start(proc.pid), started_at=utc_now()
+        )
         try:
             returncode = self._supervise(t0)
             if self._kill_at is not None:

@@ -104,6 +104,7 @@ class AgentStatus(BaseModel):
     phase: str | None = None  # "starting" | "running" | "stopping" | "exited"
     attempt: int | None = None
     pid: int | None = None
+    pid_start: str | None = None  # the workload's /proc starttime (None from older agents)
     exit_code: int | None = None
     stop_reason: str | None = None  # "signal" | "control" | "time_limit"
     error: str | None = None  # why the agent itself could not run the workload

@@ -577,3 +577,18 @@ def test_a_resumed_checkpoint_is_not_snapshotted_again(tmp_path: Path) -> None:
     proc = run(root)
     assert proc.returncode == 0, proc.stderr
     assert not (root / agent.METRICS_SNAPSHOTS).exists()
+
+
+def test_status_names_the_workload_by_pid_and_start_time(tmp_path: Path) -> None:
+    """Whoever kills the workload's group later checks its pid still is the workload."""
+    from launcher.runs import process_start
+
+    root = make_root(tmp_path, "import time; time.sleep(3)")
+    proc = start(root)
+    try:
+        wait_for(lambda: status(root).get("phase") == "running")
+        st = status(root)
+        assert st["pid_start"] is not None and st["pid_start"] == process_start(st["pid"])
+    finally:
+        proc.kill()
+        proc.communicate(timeout=20)

@@ -407,12 +407,7 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
         if h.pid is not None:
             process.signal_group(h.pid, h.pid_ticks, signal.SIGKILL, self._children.get(h.pid))
         # the workload runs in its own session: the agent's group does not include it
-        workload_pid = AgentStatus.read(Path(h.root) / agent_mod.STATUS_FILE).pid
-        if workload_pid is not None:
-            try:
-                os.killpg(workload_pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _kill_workload(AgentStatus.read(Path(h.root) / agent_mod.STATUS_FILE))
 
     def cleanup(self, handle: LocalHandle, *, keep_data: bool = False) -> None:
         h = handle
@@ -452,9 +447,19 @@ class LocalTarget(Target[LocalPrepared, LocalHandle]):
             process.signal_group(int(pid), ticks, signal.SIGKILL)
             root = data.get("root")
             status = AgentStatus.read(Path(str(root)) / agent_mod.STATUS_FILE) if root else None
-            if alive and status is not None and status.pid is not None:
+            if alive and status is not None:
                 # the workload runs in its own session: the agent's group does not include it
-                try:
-                    os.killpg(status.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _kill_workload(status)
+
+
+def _kill_workload(status: AgentStatus) -> None:
+    """SIGKILL the workload's process group, only while its pid is still the workload's (the
+    start time the agent wrote; an older agent's status has none: then the pid alone)."""
+    if status.pid is None:
+        return
+    if status.pid_start is not None and process.process_start(status.pid) != status.pid_start:
+        return  # it ended, and its number may be someone else's by now
+    try:
+        os.killpg(status.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
