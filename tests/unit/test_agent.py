@@ -586,7 +586,9 @@ def test_status_names_the_workload_by_pid_and_start_time(tmp_path: Path) -> None
     root = make_root(tmp_path, "import time; time.sleep(3)")
     proc = start(root)
     try:
-        wait_for(lambda: status(root).get("phase") == "running")
+        wait_for(
+            lambda: (root / agent.STATUS_FILE).exists() and status(root).get("phase") == "running"
+        )
         st = status(root)
         assert st["pid_start"] is not None and st["pid_start"] == process_start(st["pid"])
     finally:
