@@ -47,6 +47,7 @@ TARGETS = ["local-docker", "local-process", "vast", "kaggle", "colab"]
 # environment must reach a job started over SSH (vast) and be lowered for a notebook (kaggle)
 SLICE = {("libcem", "vast"), ("violence", "vast"), ("libcem", "kaggle"), ("violence", "kaggle")}
 VAST_KEY = "matrix-vast-key"
+RECORDS = {"deepfake-generate": "generation.jsonl"}  # it makes clips, not epochs
 
 
 def _cases() -> list[Any]:
@@ -127,8 +128,10 @@ def test_the_smoke_run_comes_home(
     rec = json.loads(proc.stdout)
     assert rec["status"] == "succeeded", rec
     out = Path(rec["output_dir"])
-    metrics = [json.loads(x) for x in (out / "outputs" / "metrics.jsonl").read_text().split("\n") if x]
-    assert metrics, "no metrics came home"
+    # a JSON line per epoch (per clip for the generator), written as the job goes
+    lines = out / "outputs" / RECORDS.get(job, "metrics.jsonl")
+    metrics = [json.loads(x) for x in lines.read_text().split("\n") if x]
+    assert metrics, f"no {lines.name} came home"
     checkpoints = [p for p in (out / "checkpoints").rglob("*") if p.is_file()]
     assert checkpoints or job == "handprep", "no checkpoint came home"  # handprep: a manifest
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "a half-written file"
