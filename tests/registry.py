@@ -15,13 +15,7 @@ from pathlib import Path
 
 import pytest
 
-CONFIG = """version: 0.1
-log: {{level: warn}}
-storage:
-  filesystem: {{rootdirectory: {root}}}
-  delete: {{enabled: true}}
-http: {{addr: "127.0.0.1:{port}"}}
-"""
+from launcher.sim.stack import REGISTRY_CONFIG as CONFIG  # the one `launch sim up` writes
 
 
 def _binary() -> str:
