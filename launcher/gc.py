@@ -57,10 +57,13 @@ def plan_gc(
     actions = plan.actions
     records = store.list_runs(limit=10_000)
     kept: set[str] = set()  # machines holding outputs that did not come home
+    holding: set[str] = set()  # the runs they belong to: none of their labels is a stray
     for record in records:
         if record.status.is_terminal():
             unreleased = store.resources(run_id=record.id, unreleased_only=True)
             holds = not discard_kept and any(r.state is ResourceState.KEPT for r in unreleased)
+            if holds:
+                holding.add(record.id)
             for res in unreleased:
                 if holds and res.state is not ResourceState.KEPT:
                     kept.add(res.native_id)  # freed by label, it could take the kept one along
@@ -137,7 +140,9 @@ def plan_gc(
                 )
         for native_id, run_id, state in found:
             rec = known.get(run_id)
-            if native_id in claimed or (rec is not None and not rec.status.is_terminal()):
+            if native_id in claimed or run_id in holding:
+                continue
+            if rec is not None and not rec.status.is_terminal():
                 continue
             if rec is not None and any(a.run_id == run_id for a in actions):
                 continue
