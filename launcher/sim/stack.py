@@ -173,6 +173,8 @@ def up(
             f"a stack is already up ({current.runner}, state {folder}): "
             "`launch sim status` shows it, `launch sim down` stops it"
         )
+    if current is not None:  # a stack that no longer answers: stop what is left of it first
+        down_stack(current, say=lambda _m: None)
     wanted = ports()
     if not with_registry:
         del wanted["registry"]
